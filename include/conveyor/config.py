@@ -1,0 +1,151 @@
+"""Typed model specs, one YAML file per model under ``include/specs/``.
+
+A spec says everything the pipeline needs to know about one model: its data contract, trainer,
+gate, compression budget, deployment checks and monitoring thresholds. DAGs, the model server and
+the CLI all read specs through :func:`load_spec`, so one file drives every stage.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from conveyor.settings import get_settings
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NumericFeature(_Frozen):
+    name: str
+    min: float | None = None
+    max: float | None = None
+    max_null_fraction: float = 0.0
+
+
+class CategoricalFeature(_Frozen):
+    name: str
+    categories: tuple[str, ...]
+    max_null_fraction: float = 0.0
+
+
+class DataSpec(_Frozen):
+    """Where the model's data lands and what every batch must satisfy."""
+
+    id_column: str
+    event_time_column: str
+    target: str
+    window_days: int = Field(default=7, ge=1)
+    min_rows: int = Field(default=100, ge=1)
+    max_rows: int | None = None
+    positive_label: int = 1
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+
+class TrainerSpec(_Frozen):
+    kind: Literal["keras_mlp", "sklearn_pipeline"]
+    seed: int = 42
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class GateSpec(_Frozen):
+    """Champion/challenger rule: absolute floors, then a minimum improvement on ``primary_metric``."""
+
+    primary_metric: Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"] = "roc_auc"
+    floors: dict[str, float] = Field(default_factory=dict)
+    min_improvement: float = 0.0
+    cold_start: Literal["floors_only", "reject"] = "floors_only"
+    mode: Literal["enforce", "dry_run", "require_approval"] = "enforce"
+
+
+class CompressionSpec(_Frozen):
+    methods: tuple[Literal["tflite_dynamic_range", "none"], ...] = ("none",)
+    max_metric_drop: float = Field(default=0.01, ge=0)
+
+
+class DeploySpec(_Frozen):
+    golden_rows: int = Field(default=8, ge=1)
+    latency_budget_ms: float = Field(default=250.0, gt=0)
+    golden_tolerance: float = Field(default=1e-4, ge=0)
+
+
+class MonitorSpec(_Frozen):
+    drift_threshold: float = Field(default=0.1, gt=0, description="p-value / distance threshold per feature")
+    drift_share_alert: float = Field(default=0.5, gt=0, le=1)
+    min_live_accuracy: float | None = None
+    lookback_days: int = Field(default=7, ge=1)
+
+
+class ModelSpec(_Frozen):
+    """One model, as declared in ``include/specs/<name>.yaml``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    registered_model_name: str
+    schedule: str | None = "0 2 * * *"
+    data: DataSpec
+    numeric_features: tuple[NumericFeature, ...] = ()
+    categorical_features: tuple[CategoricalFeature, ...] = ()
+    trainer: TrainerSpec
+    gate: GateSpec = GateSpec()
+    compression: CompressionSpec = CompressionSpec()
+    deploy: DeploySpec = DeploySpec()
+    monitor: MonitorSpec = MonitorSpec()
+
+    @model_validator(mode="after")
+    def _features_are_distinct(self) -> ModelSpec:
+        names = self.feature_names
+        if not names:
+            raise ValueError(f"spec {self.name!r} declares no features")
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"spec {self.name!r} declares features twice: {duplicated}")
+        reserved = {self.data.id_column, self.data.event_time_column, self.data.target}
+        if reserved & set(names):
+            raise ValueError(f"spec {self.name!r}: id/time/target columns cannot be features")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.numeric_features] + [f.name for f in self.categorical_features]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column a landed batch carries, in order."""
+        return [self.data.id_column, self.data.event_time_column, *self.feature_names, self.data.target]
+
+
+def specs_dir() -> Path:
+    return get_settings().specs_dir
+
+
+@lru_cache(maxsize=64)
+def _load(path: Path, mtime: float) -> ModelSpec:
+    with path.open() as fh:
+        raw = yaml.safe_load(fh)
+    return ModelSpec.model_validate(raw)
+
+
+def load_spec(name: str) -> ModelSpec:
+    """Load and validate ``include/specs/<name>.yaml``.
+
+    Raises:
+        FileNotFoundError: no spec of that name; the message lists the known ones.
+    """
+    path = specs_dir() / f"{name}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no model spec {name!r} in {specs_dir()}; known: {list_spec_names()}")
+    return _load(path, path.stat().st_mtime)
+
+
+def list_spec_names() -> list[str]:
+    return sorted(p.stem for p in specs_dir().glob("*.yaml"))
+
+
+def load_all_specs() -> list[ModelSpec]:
+    return [load_spec(n) for n in list_spec_names()]
