@@ -1,0 +1,62 @@
+# Conveyor: two commands do everything on a fresh machine.
+#   make demo   set up, start the embedded stack, run the whole pipeline, serve a prediction
+#   make test   set up and run the whole test suite (what CI runs)
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV_VERSION ?= 0.13.9
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit test-integration lint format down up status bench clean lock
+
+setup: $(VENV)/.installed
+
+$(UV):
+	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: requirements.txt pyproject.toml | $(UV)
+	@test -x $(PY) || $(UV) venv $(VENV) --python 3.11 --quiet
+	$(UV) pip install --python $(PY) --quiet -r requirements.txt
+	$(UV) pip install --python $(PY) --quiet --no-deps -e .
+	@touch $@
+
+lock:  ## recompile requirements.txt from requirements.in (pinned, Python 3.11)
+	$(UV) pip compile requirements.in --python-version 3.11 -o requirements.txt
+
+demo: setup
+	$(VENV)/bin/conveyor demo
+
+up: setup
+	$(VENV)/bin/conveyor up
+
+status: setup
+	$(VENV)/bin/conveyor status
+
+down:
+	@if [ -x $(VENV)/bin/conveyor ]; then $(VENV)/bin/conveyor down; else echo "nothing to stop (no $(VENV))"; fi
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: setup lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(VENV)/bin/pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: setup
+	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+clean: down
+	rm -rf .conveyor .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,89 @@
+"""
+# Conveyor deploy: registry alias change → checked rollout → `champion`
+
+Scheduled on the asset `mlflow_registry_aliases`, which an `AssetWatcher` feeds from
+`MlflowAliasChangedTrigger`: whenever a `challenger` alias is set or moved in the MLflow registry —
+by the training DAG or by a person in the MLflow UI — this DAG runs.
+
+| task | what it does |
+|---|---|
+| `plan` | the latest alias event per model wins (Airflow batches events; older ones are logged as superseded); re-reads the registry and skips models whose challenger already is champion. |
+| `deploy` | per model: loads the candidate into a staging slot of the model server, replays its golden rows against its offline predictions and checks the latency budget, swaps it in (no failed request), then moves `champion` with compare-and-set and a ledger entry. A rejected candidate is tagged and the old champion keeps serving. |
+
+Trigger by hand with `model` (spec name) to redeploy that model's current `challenger`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
+
+from conveyor.settings import get_settings
+from conveyor_airflow.stage import run_stage
+from conveyor_airflow.triggers.mlflow_alias import MlflowAliasChangedTrigger
+
+registry_aliases = Asset(
+    name="mlflow_registry_aliases",
+    uri="mlflow://registry/aliases",
+    watchers=[
+        AssetWatcher(
+            name="mlflow_challenger_alias_watcher",
+            trigger=MlflowAliasChangedTrigger(
+                tracking_uri=get_settings().mlflow_tracking_uri, aliases=["challenger"], poll_interval=5.0
+            ),
+        )
+    ],
+)
+
+
+@dag(
+    dag_id="conveyor_deploy",
+    schedule=[registry_aliases],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "conveyor", "retries": 1, "retry_delay": pendulum.duration(seconds=20)},
+    doc_md=__doc__,
+    tags=["conveyor", "deploy"],
+    params={"model": Param("", type="string", title="Model spec to redeploy (manual runs only)")},
+)
+def conveyor_deploy() -> None:
+    @task
+    def plan() -> list[dict]:
+        from conveyor.deploy.local import plan_deployments
+        from conveyor_airflow.hooks.mlflow import MlflowHook
+
+        ctx = get_current_context()
+        events: list[dict] = []
+        for asset_events in ctx["triggering_asset_events"].values():
+            events.extend(dict(ev.extra or {}) for ev in asset_events)
+        if ctx["params"].get("model"):
+            from conveyor.config import load_spec
+
+            spec = load_spec(ctx["params"]["model"])
+            events.append({"registered_model": spec.registered_model_name, "detected_at": "manual"})
+        return plan_deployments(MlflowHook().get_conn(), events)
+
+    @task(pool="conveyor_serving")
+    def deploy(item: dict) -> dict:
+        from conveyor.config import load_spec
+        from conveyor.deploy.local import deploy_candidate
+        from conveyor_airflow.hooks.mlflow import MlflowHook
+        from conveyor_airflow.hooks.model_server import ModelServerHook
+
+        ctx = get_current_context()
+        return run_stage(
+            deploy_candidate,
+            MlflowHook().get_conn(),
+            ModelServerHook().get_conn(),
+            load_spec(item["model"]),
+            item["version"],
+            expected_champion=item["expected_champion"],
+            actor=f"airflow:{ctx['dag'].dag_id}/{ctx['run_id']}",
+            dag_run_id=ctx["run_id"],
+        )
+
+    deploy.expand(item=plan())
+
+
+conveyor_deploy()

@@ -1,0 +1,48 @@
+"""
+# Conveyor monitoring: drift and live quality of what production serves
+
+Hourly, for every model spec with a `champion`: reads the model server's prediction log for the
+look-back window, compares each feature's distribution with the champion's training reference
+(Evidently), joins delayed labels from the landing area to compute live accuracy, precision,
+recall, F1 and ROC AUC, and logs the report to the MLflow experiment `conveyor/<model>/monitoring`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+
+from conveyor.config import list_spec_names
+
+
+@dag(
+    dag_id="conveyor_monitor",
+    schedule="15 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "conveyor", "retries": 1, "retry_delay": pendulum.duration(minutes=1)},
+    doc_md=__doc__,
+    tags=["conveyor", "monitoring"],
+)
+def conveyor_monitor() -> None:
+    @task
+    def monitor(model: str) -> dict:
+        from conveyor.config import load_spec
+        from conveyor.monitoring.monitor import run_monitor
+        from conveyor.registry.aliases import get_alias_version
+        from conveyor_airflow.hooks.mlflow import MlflowHook
+
+        spec = load_spec(model)
+        client = MlflowHook().get_conn()
+        champion = get_alias_version(client, spec.registered_model_name, "champion")
+        if champion is None:
+            return {"model": model, "skipped": "no champion yet"}
+        now = pendulum.instance(get_current_context()["dag_run"].run_after)
+        report = run_monitor(client, spec, now=now, served_version=champion)
+        return report.model_dump(mode="json")
+
+    monitor.expand(model=list_spec_names())
+
+
+conveyor_monitor()

@@ -1,0 +1,74 @@
+"""DAG integrity: every file imports cleanly, fast, without heavy ML libraries, and follows house rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+APPROVED_TAGS = {"conveyor", "training", "deploy", "monitoring", "rollback", "churn", "breast_cancer"}
+HEAVY = ("tensorflow", "keras", "sklearn", "great_expectations", "mlflow", "evidently", "pandas")
+EXPECTED_DAGS = {"conveyor_train_churn", "conveyor_train_breast_cancer", "conveyor_deploy", "conveyor_monitor"}
+
+
+def test_no_import_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert dagbag.import_errors == {}, dagbag.import_errors
+
+
+def test_expected_dags_present(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert EXPECTED_DAGS <= set(dagbag.dag_ids)
+
+
+def test_house_rules(dagbag) -> None:  # type: ignore[no-untyped-def]
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags and set(dag.tags) <= APPROVED_TAGS, f"{dag_id}: tags {dag.tags}"
+        assert dag.doc_md and len(dag.doc_md) > 100, f"{dag_id}: needs a doc_md"
+        assert dag.catchup is False, dag_id
+        assert dag.start_date is not None and dag.start_date.tzinfo is not None, dag_id
+        for t in dag.tasks:
+            assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_pulls_in_no_heavy_library(path: Path) -> None:
+    """Parsing a DAG file must not import ML libraries (the DAG processor parses every few seconds)."""
+    code = (
+        "import importlib.util, json, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('dagfile', {str(path)!r})\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "t0 = time.perf_counter(); spec.loader.exec_module(mod); dt = time.perf_counter() - t0\n"
+        f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))\n"
+        "print(json.dumps({'heavy': heavy, 'seconds': dt}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], f"{path.name} imports {result['heavy']} at parse time"
+
+
+def test_training_dag_structure(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.get_dag("conveyor_train_churn")
+    ids = {t.task_id for t in dag.tasks}
+    assert ids == {"validate_data", "train", "evaluate_gate", "gate", "compress", "not_promoted", "register"}
+    down = {t.task_id: {d.task_id for d in t.downstream_list} for t in dag.tasks}
+    assert "train" in down["validate_data"]
+    assert "evaluate_gate" in down["train"]
+    assert down["gate"] == {"compress", "not_promoted"}
+    assert "register" in down["compress"]
+    assert set(dag.params.keys()) == {"window_end", "window_days", "gate_mode", "compression", "force"}
+    assert dag.schedule is not None or dag.timetable is not None
+
+
+def test_deploy_dag_is_fed_by_the_registry_watcher(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.get_dag("conveyor_deploy")
+    assets = list(dag.timetable.asset_condition.iter_assets())
+    assert [a.name for _, a in assets] == ["mlflow_registry_aliases"]
+    watcher = assets[0][1].watchers[0]
+    assert type(watcher.trigger).__name__ == "MlflowAliasChangedTrigger"
