@@ -18,7 +18,6 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
 
-from conveyor.settings import get_settings
 from conveyor_airflow.stage import run_stage
 from conveyor_airflow.triggers.mlflow_alias import MlflowAliasChangedTrigger
 
@@ -29,7 +28,7 @@ registry_aliases = Asset(
         AssetWatcher(
             name="mlflow_challenger_alias_watcher",
             trigger=MlflowAliasChangedTrigger(
-                tracking_uri=get_settings().mlflow_tracking_uri, aliases=["challenger"], poll_interval=5.0
+                mlflow_conn_id="mlflow_default", aliases=["challenger"], poll_interval=5.0
             ),
         )
     ],
@@ -56,7 +55,8 @@ def conveyor_deploy() -> None:
         ctx = get_current_context()
         events: list[dict] = []
         for asset_events in ctx["triggering_asset_events"].values():
-            events.extend(dict(ev.extra or {}) for ev in asset_events)
+            # A watcher's event arrives as extra={"from_trigger": True, "payload": {...}}.
+            events.extend(dict((ev.extra or {}).get("payload") or {}) for ev in asset_events)
         if ctx["params"].get("model"):
             from conveyor.config import load_spec
 

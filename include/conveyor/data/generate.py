@@ -66,9 +66,7 @@ def _require_columns(spec: ModelSpec, expected: Sequence[str]) -> None:
         )
 
 
-def generate_churn(
-    spec: ModelSpec, n_rows: int, day: dt.date, seed: int, drift: float = 0.0
-) -> pd.DataFrame:
+def generate_churn(spec: ModelSpec, n_rows: int, day: dt.date, seed: int, drift: float = 0.0) -> pd.DataFrame:
     """One day of synthetic churn customers.
 
     Args:

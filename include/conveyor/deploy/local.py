@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-REJECTED_TAG = "conveyor.deploy.rejected"
-DEPLOYED_TAG = "conveyor.deploy.deployed_at"
+# The registry watcher treats a version whose status tag is set as decided ("settled") and stops
+# firing for it; see conveyor_airflow.triggers.mlflow_alias.
+STATUS_TAG = "conveyor.deploy_status"
+DETAIL_TAG = "conveyor.deploy_detail"
+DEPLOYED_AT_TAG = "conveyor.deployed_at"
 
 
 class CandidateRejectedError(PermanentError):
@@ -38,6 +41,7 @@ def plan_deployments(client: Any, events: list[dict[str, Any]]) -> list[dict[str
     from conveyor.registry.aliases import get_alias_version
 
     latest: dict[str, dict[str, Any]] = {}
+    superseded: list[dict[str, Any]] = []
     for event in events:
         name = event.get("registered_model")
         if not name:
@@ -45,13 +49,20 @@ def plan_deployments(client: Any, events: list[dict[str, Any]]) -> list[dict[str
         prior = latest.get(name)
         if prior is None or str(event.get("detected_at", "")) >= str(prior.get("detected_at", "")):
             if prior is not None:
-                log.info("superseded alias event for %s: %s", name, prior)
+                superseded.append(prior)
             latest[name] = event
+        else:
+            superseded.append(event)
     plan: list[dict[str, Any]] = []
     for name, event in sorted(latest.items()):
         spec = spec_for_registered_model(name)
         challenger = get_alias_version(client, name, CHALLENGER)
         champion = get_alias_version(client, name, CHAMPION)
+        for old in superseded:
+            old_version = old.get("version")
+            if old.get("registered_model") == name and old_version and old_version not in (challenger, champion):
+                log.info("%s v%s superseded by a later alias move; not deploying it", name, old_version)
+                client.set_model_version_tag(name, old_version, STATUS_TAG, "superseded")
         if challenger is None:
             log.info("%s: no challenger alias any more (event %s); nothing to deploy", name, event)
             continue
@@ -105,7 +116,8 @@ def deploy_candidate(
             f"{summary.get('latency_budget_ms')} ms"
         )
     if problems:
-        client.set_model_version_tag(name, version, REJECTED_TAG, "; ".join(problems))
+        client.set_model_version_tag(name, version, STATUS_TAG, "rejected")
+        client.set_model_version_tag(name, version, DETAIL_TAG, "; ".join(problems)[:4000])
         raise CandidateRejectedError(
             f"{name} v{version} rejected by the model server: {'; '.join(problems)}. "
             f"Production keeps serving champion v{expected_champion}. Inspect the version in MLflow, "
@@ -123,7 +135,8 @@ def deploy_candidate(
         dag_run_id=dag_run_id,
         details={"stage_report": summary},
     )
-    client.set_model_version_tag(name, version, DEPLOYED_TAG, datetime.now(UTC).isoformat())
+    client.set_model_version_tag(name, version, STATUS_TAG, "deployed")
+    client.set_model_version_tag(name, version, DEPLOYED_AT_TAG, datetime.now(UTC).isoformat())
     log.info("%s v%s is champion and serving (previous: v%s)", name, version, expected_champion)
     ledger = entry.model_dump(mode="json") if hasattr(entry, "model_dump") else str(entry)
     return {"model": spec.name, "version": version, "previous": expected_champion, "stage": summary, "ledger": ledger}

@@ -117,6 +117,7 @@ def log_tiny_model(
     tracking_uri: str,
     train: pd.DataFrame,
     *,
+    artifact_root: Path,
     experiment: str = "conveyor/tiny",
     sleep_ms: float = 0.0,
     offset: float = 0.0,
@@ -126,9 +127,12 @@ def log_tiny_model(
     """Log a contract-honouring pyfunc into ``tracking_uri``; return (model URI, weights).
 
     ``corrupt_golden`` stores golden outputs that the model does not reproduce (a bad candidate).
+    Artifacts go under ``artifact_root`` (never the working directory).
     """
     import mlflow
     from mlflow.models import infer_signature
+
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
 
     weights = fit_weights(train, sleep_ms=sleep_ms, offset=offset)
     features = train[["x1", "x2", "color"]].reset_index(drop=True)
@@ -158,8 +162,7 @@ def log_tiny_model(
         train.head(5000).drop(columns=["row_id", "event_date"]).to_parquet(tmp_path / "reference.parquet")
         mlflow.set_tracking_uri(tracking_uri)
         try:
-            mlflow.set_experiment(experiment)
-            with mlflow.start_run():
+            with mlflow.start_run(experiment_id=experiment_id):
                 info = mlflow.pyfunc.log_model(
                     name="model",
                     python_model=str(TINY_MODEL_CODE),
@@ -177,8 +180,21 @@ def log_tiny_model(
     return info.model_uri, weights
 
 
+def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
+    """Find or create experiment ``name`` with its artifacts under ``artifact_root``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = (Path(artifact_root) / name.replace("/", "_")).as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
 def register(tracking_uri: str, registered_name: str, model_uri: str, alias: str | None = "champion") -> str:
     """Register ``model_uri`` as a new version, optionally pointing ``alias`` at it; return the version."""
+    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -186,7 +202,12 @@ def register(tracking_uri: str, registered_name: str, model_uri: str, alias: str
         client.get_registered_model(registered_name)
     except Exception:
         client.create_registered_model(registered_name)
-    mv = client.create_model_version(registered_name, source=model_uri)
+    # MLflow resolves a "models:/m-..." source through the global tracking URI, whatever the client.
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        mv = client.create_model_version(registered_name, source=model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
     if alias:
         client.set_registered_model_alias(registered_name, alias, mv.version)
     return str(mv.version)

@@ -1,0 +1,373 @@
+"""``conveyor``: run the local stack and drive the pipeline from a terminal.
+
+    conveyor up                  start Airflow, MLflow and the model server (waits until healthy)
+    conveyor status              health of every component (exit 1 if one is unhealthy)
+    conveyor land-data --model churn --days 7
+    conveyor trigger --model churn --follow
+    conveyor predict --model churn
+    conveyor demo                all of the above, end to end
+    conveyor urls                where everything is, with the local credentials
+    conveyor logs airflow -f
+    conveyor down [--purge]
+
+Settings come from ``CONVEYOR_*`` variables (``CONVEYOR_HOME``, ``CONVEYOR_AIRFLOW_PORT``...) and the
+options below; commands other than ``up``/``demo`` find the ports of the running stack in its state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from conveyor.errors import ConveyorError
+from conveyor.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="conveyor",
+    help="Continuous integration and delivery for ML models on Airflow 3 and MLflow 3.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+_options: dict[str, Any] = {"home": None}
+
+GATE_MODES = ("spec", "enforce", "dry_run", "require_approval")
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Process settings, with ``--home`` and any port options given on the command line."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if _options["home"] is not None:
+        values["home"] = _options["home"]
+    return Settings(**values) if values else get_settings()
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+@app.callback()
+def main(
+    home: Annotated[
+        Path | None,
+        typer.Option(help="The stack's home folder (default: CONVEYOR_HOME or <repo>/.conveyor)."),
+    ] = None,
+) -> None:
+    """Conveyor: validate-data → train → gate → compress → register → deploy → monitor."""
+    _options["home"] = home
+
+
+def _print_info(info: Any) -> None:
+    from conveyor.demo import credentials_panel
+
+    console.print(credentials_panel(info))
+
+
+@app.command()
+def up(
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return once started, without health checks.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every component to be healthy.")
+    ] = 300.0,
+    airflow_port: Annotated[
+        int | None, typer.Option(help="Airflow UI/API port [CONVEYOR_AIRFLOW_PORT].")
+    ] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="MLflow port [CONVEYOR_MLFLOW_PORT].")] = None,
+    model_server_port: Annotated[
+        int | None, typer.Option(help="Model server port [CONVEYOR_MODEL_SERVER_PORT].")
+    ] = None,
+) -> None:
+    """Start the local stack (Airflow standalone, MLflow, model server) under supervisord."""
+    from conveyor import stack
+
+    settings = _settings(
+        airflow_port=airflow_port, mlflow_port=mlflow_port, model_server_port=model_server_port
+    )
+    try:
+        with console.status("starting the local stack...") as spinner:
+            info = stack.up(
+                settings, wait=not no_wait, timeout=timeout, on_progress=lambda m: spinner.update(m)
+            )
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+    if info.already_running:
+        console.print("[green]the stack is already running[/]")
+    elif no_wait:
+        console.print(
+            "[green]started[/]; components are coming up: `conveyor status` shows them, and "
+            "`conveyor up` (again) waits for them and applies airflow_settings.yaml"
+        )
+    else:
+        console.print(f"[green]healthy in {info.seconds_to_healthy:.0f}s[/]")
+    _print_info(info)
+
+
+@app.command()
+def down(
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the home folder: databases, models, data, logs.")
+    ] = False,
+) -> None:
+    """Stop everything `up` started (data stays unless --purge)."""
+    from conveyor import stack
+
+    settings = _settings()
+    try:
+        with console.status("stopping the local stack..."):
+            report = stack.down(settings, purge=purge)
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+    if report.was_running:
+        console.print(f"[green]stopped[/] in {report.stopped_in_s:.0f}s")
+    else:
+        console.print("the stack was not running")
+    if report.killed_leftovers:
+        console.print(f"[yellow]killed processes that did not stop in time: {report.killed_leftovers}[/]")
+    if report.purged:
+        console.print(f"deleted {settings.home}")
+
+
+@app.command()
+def status() -> None:
+    """Process state and health of every component; exit code 1 if one is unhealthy."""
+    from conveyor import stack
+
+    try:
+        components = stack.status(_settings())
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+    table = Table(title="Conveyor local stack", title_justify="left")
+    for column in ("component", "process", "healthy", "url", "detail"):
+        table.add_column(column)
+    for c in components:
+        table.add_row(
+            c.name,
+            c.process_state,
+            Text("yes", style="green") if c.healthy else Text("no", style="red"),
+            c.url,
+            c.detail,
+        )
+    console.print(table)
+    if all(c.process_state == "STOPPED" and c.detail == "not running" for c in components):
+        console.print("the local stack is not running; start it with `conveyor up`")
+    if not all(c.healthy for c in components):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    component: Annotated[str, typer.Argument(help="airflow, mlflow, model-server or supervisord")],
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines from the end.")] = 50,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
+) -> None:
+    """Print (and follow) a component's log."""
+    from conveyor import stack
+
+    try:
+        for line in stack.logs(_settings(), component, lines=lines, follow=follow):
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command("land-data")
+def land_data(
+    model: Annotated[str, typer.Option(help="Spec name (include/specs/<model>.yaml).")] = "churn",
+    days: Annotated[int, typer.Option(help="How many daily batches.")] = 7,
+    end_day: Annotated[str | None, typer.Option(help="Newest day, YYYY-MM-DD (default: today, UTC).")] = None,
+    rows_per_day: Annotated[int, typer.Option(help="Rows per daily batch (churn).")] = 400,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    drift: Annotated[float, typer.Option(help="0..1: shift the feature distributions.")] = 0.0,
+    corrupt: Annotated[
+        str | None,
+        typer.Option(help="Break the newest batch: comma-separated kinds, e.g. nulls,missing_column."),
+    ] = None,
+) -> None:
+    """Land synthetic daily batches into the data root's landing area."""
+    from conveyor.config import load_spec
+    from conveyor.data.generate import land_demo_data
+    from conveyor.demo import use_settings
+
+    settings = _settings()
+    try:
+        day = dt.date.fromisoformat(end_day) if end_day else dt.datetime.now(dt.UTC).date()
+    except ValueError as exc:
+        raise _fail(f"--end-day must be YYYY-MM-DD, got {end_day!r}") from exc
+    try:
+        with use_settings(settings):
+            uris = land_demo_data(
+                load_spec(model),
+                days=days,
+                end_day=day,
+                rows_per_day=rows_per_day,
+                seed=seed,
+                drift=drift,
+                corruption=_csv(corrupt),
+            )
+    except (ConveyorError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"landed {len(uris)} batches of {model} ending {day}:")
+    for uri in uris:
+        console.print(f"  {uri}")
+
+
+def _client_and_info(settings: Settings) -> tuple[Any, Any]:
+    from conveyor import stack
+
+    info = stack.stack_info(settings)
+    stack.ensure_airflow_settings(settings)
+    return info.airflow_client(), info
+
+
+def _follow_and_report(client: Any, info: Any, dag_id: str, run_id: str) -> None:
+    from conveyor.demo import explain_failure, follow_run
+
+    try:
+        run, tis = follow_run(client, dag_id, run_id, console=console)
+    except KeyboardInterrupt:
+        console.print(f"stopped following; the run goes on: {info.airflow_url}/dags/{dag_id}/runs/{run_id}")
+        raise typer.Exit(130) from None
+    if run.get("state") != "success":
+        raise _fail(
+            f"{dag_id} run {run_id} {run.get('state')}.\n{explain_failure(client, dag_id, run_id, tis)}"
+        )
+    console.print(f"[green]{dag_id} run {run_id} succeeded[/]")
+
+
+@app.command()
+def trigger(
+    model: Annotated[str, typer.Option(help="Spec name; triggers conveyor_train_<model>.")] = "churn",
+    window_end: Annotated[str | None, typer.Option(help="Last landed day to train on (YYYY-MM-DD).")] = None,
+    window_days: Annotated[
+        int | None, typer.Option(help="Window length in days (default: the spec's).")
+    ] = None,
+    gate_mode: Annotated[str | None, typer.Option(help=f"One of {', '.join(GATE_MODES)}.")] = None,
+    compression: Annotated[
+        str | None, typer.Option(help="Comma-separated methods, e.g. tflite_dynamic_range,none.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Register even if the gate fails.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Show the run task by task until it ends.")
+    ] = False,
+) -> None:
+    """Trigger a training run through Airflow's REST API."""
+    from conveyor.demo import run_url, training_dag_id
+
+    if gate_mode is not None and gate_mode not in GATE_MODES:
+        raise _fail(f"--gate-mode must be one of {', '.join(GATE_MODES)}, got {gate_mode!r}")
+    conf: dict[str, Any] = {}
+    if window_end:
+        conf["window_end"] = window_end
+    if window_days is not None:
+        conf["window_days"] = window_days
+    if gate_mode:
+        conf["gate_mode"] = gate_mode
+    if compression:
+        conf["compression"] = _csv(compression)
+    if force:
+        conf["force"] = True
+    dag_id = training_dag_id(model)
+    try:
+        client, info = _client_and_info(_settings())
+        with client:
+            client.wait_for_dag(dag_id, timeout=120)
+            run_id = client.trigger(dag_id, conf)
+            console.print(f"triggered [bold]{dag_id}[/] run [bold]{run_id}[/]")
+            console.print(f"  {run_url(info.airflow_url, dag_id, run_id)}")
+            if follow:
+                _follow_and_report(client, info, dag_id, run_id)
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command("follow")
+def follow_cmd(
+    dag_id: Annotated[str, typer.Argument(help="The DAG, e.g. conveyor_train_churn.")],
+    run_id: Annotated[str, typer.Argument(help="The run id (printed by `conveyor trigger`).")],
+) -> None:
+    """Follow a DAG run task by task until it ends; exit code 1 if it failed."""
+    try:
+        client, info = _client_and_info(_settings())
+        with client:
+            _follow_and_report(client, info, dag_id, run_id)
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="Spec name of the served model.")] = "churn",
+    rows: Annotated[int, typer.Option(help="How many rows of the newest landed batch to send.")] = 3,
+) -> None:
+    """Send real rows of the newest landed batch to the model server and print the predictions."""
+    from conveyor import stack
+    from conveyor.demo import predict_landed, predict_table, use_settings
+
+    settings = _settings()
+    try:
+        info = stack.stack_info(settings)
+        with use_settings(settings):
+            records, labels, preds = predict_landed(
+                model, info.model_server_url, info.model_server_token, rows
+            )
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(predict_table(model, records, labels, preds))
+
+
+@app.command()
+def demo(
+    models: Annotated[str, typer.Option(help="Comma-separated spec names.")] = "churn,breast_cancer",
+    airflow_port: Annotated[int | None, typer.Option(help="Airflow port if the stack is started.")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="MLflow port if the stack is started.")] = None,
+    model_server_port: Annotated[int | None, typer.Option(help="Model server port if started.")] = None,
+) -> None:
+    """Land data, start the stack, train, deploy, predict: the whole loop; leaves the stack running."""
+    from conveyor.demo import run_demo
+
+    settings = _settings(
+        airflow_port=airflow_port, mlflow_port=mlflow_port, model_server_port=model_server_port
+    )
+    try:
+        run_demo(settings, console=console, models=_csv(models))
+    except KeyboardInterrupt:
+        console.print("interrupted; the stack keeps running (`make down` stops it)")
+        raise typer.Exit(130) from None
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def urls() -> None:
+    """Airflow, MLflow and model-server URLs with the local credentials."""
+    from conveyor import stack
+
+    try:
+        info = stack.stack_info(_settings())
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+    _print_info(info)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,456 @@
+"""The data contract: a Great Expectations 1.x suite built from a model spec, run in-process.
+
+:func:`build_suite` turns ``spec`` into expectations (columns present, numeric dtypes, null rates,
+ranges, categories, target labels, row count, unique ids). :func:`validate_batch` runs it on a
+DataFrame in an ephemeral GX context and returns a small, JSON-able :class:`ValidationReport` whose
+failed checks name the offending rows by id. :func:`validate_or_raise` turns a failure into a
+:class:`DataValidationError` that says what to fix and where.
+
+An expectation GX cannot evaluate (its column is missing, or holds strings where numbers belong)
+comes back from GX as an exception; it is reported here as a failed check with a readable detail, never
+raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.config import ModelSpec
+from conveyor.data.landing import MISSING_COLUMNS_ATTR, SOURCES_ATTR
+
+if TYPE_CHECKING:
+    import great_expectations as gx
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: dtypes a numeric feature may have (pandas names, and Python's for object columns holding numbers).
+NUMERIC_TYPES: tuple[str, ...] = (
+    "float64",
+    "float32",
+    "float16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint64",
+    "uint32",
+    "uint16",
+    "uint8",
+    "Float64",
+    "Float32",
+    "Int64",
+    "Int32",
+    "Int16",
+    "Int8",
+    "float",
+    "int",
+)
+#: Share of a numeric feature's values that must lie inside the spec's [min, max]. Spec bounds are
+#: physical limits (age 18..100), so a single value outside them is an error.
+RANGE_MOSTLY = 1.0
+#: Failing rows (ids and full rows) kept per failed check.
+SAMPLE_SIZE = 5
+_PARTIAL_UNEXPECTED = 20
+
+
+class FailedCheck(BaseModel):
+    """One expectation that failed (or could not be evaluated)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    expectation: str
+    column: str | None = None
+    detail: str
+    unexpected_count: int | None = None
+    sample_ids: list[str] = Field(default_factory=list)
+    sample_rows: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ValidationReport(BaseModel):
+    """The outcome of running a spec's data contract on one batch or window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    success: bool
+    evaluated: int
+    rows: int
+    failed: list[FailedCheck] = Field(default_factory=list)
+    statistics: dict[str, Any] = Field(default_factory=dict)
+    dates: list[str] = Field(default_factory=list, description="distinct event dates in the batch")
+    sources: list[str] = Field(default_factory=list, description="landing files the batch was read from")
+    missing_columns: dict[str, list[str]] = Field(
+        default_factory=dict, description="required columns some landing files lack, with those files"
+    )
+
+    def markdown(self) -> str:
+        """A readable summary: a heading with the verdict and a table of failed checks."""
+        verdict = "passed" if self.success else "FAILED"
+        span = f", dates {self.dates[0]}..{self.dates[-1]}" if self.dates else ""
+        lines = [
+            f"### Data contract for `{self.model}`: {verdict}",
+            "",
+            f"{self.evaluated - len(self.failed)} of {self.evaluated} checks passed "
+            f"on {self.rows:,} rows{span}.",
+        ]
+        if self.failed:
+            lines += [
+                "",
+                "| check | column | failing rows | detail | sample ids |",
+                "|---|---|---:|---|---|",
+            ]
+            for check in self.failed:
+                count = "" if check.unexpected_count is None else f"{check.unexpected_count:,}"
+                lines.append(
+                    f"| `{check.expectation}` | {_md(check.column or '(table)')} | {count} "
+                    f"| {_md(check.detail)} | {_md(', '.join(check.sample_ids))} |"
+                )
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        """The report as indented JSON (the form attached to MLflow runs)."""
+        return self.model_dump_json(indent=2)
+
+    def failed_dates(self, event_time_column: str) -> list[str]:
+        """Distinct event dates of the sampled failing rows."""
+        found = {
+            str(row[event_time_column])[:10]
+            for check in self.failed
+            for row in check.sample_rows
+            if row.get(event_time_column) is not None
+        }
+        return sorted(found)
+
+
+class DataValidationError(Exception):
+    """A batch broke its model's data contract; ``report`` holds the details."""
+
+    def __init__(self, report: ValidationReport, event_time_column: str = "event_date") -> None:
+        self.report = report
+        self.event_time_column = event_time_column
+        super().__init__(_error_message(report, event_time_column))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.report, self.event_time_column))
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def build_suite(spec: ModelSpec) -> gx.ExpectationSuite:
+    """The GX expectation suite for ``spec`` (not bound to any context).
+
+    Checks, in order: every column of ``spec.columns`` exists; the id is unique and present; the event
+    time is present; row count within ``[min_rows, max_rows]``; per numeric feature its dtype is numeric,
+    its null share at most ``max_null_fraction``, its values in ``[min, max]``; per categorical its null
+    share and allowed categories; the target is present and in ``{0, 1}``.
+    """
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    data = spec.data
+    expectations: list[Any] = []
+    add = expectations.append
+    for column in spec.columns:
+        add(gxe.ExpectColumnToExist(column=column))
+    add(gxe.ExpectTableRowCountToBeBetween(min_value=data.min_rows, max_value=data.max_rows))
+    add(gxe.ExpectColumnValuesToNotBeNull(column=data.id_column))
+    add(gxe.ExpectColumnValuesToBeUnique(column=data.id_column))
+    add(gxe.ExpectColumnValuesToNotBeNull(column=data.event_time_column))
+    for numeric in spec.numeric_features:
+        add(gxe.ExpectColumnValuesToBeInTypeList(column=numeric.name, type_list=list(NUMERIC_TYPES)))
+        add(gxe.ExpectColumnValuesToNotBeNull(column=numeric.name, mostly=1.0 - numeric.max_null_fraction))
+        if numeric.min is not None or numeric.max is not None:
+            add(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=numeric.name, min_value=numeric.min, max_value=numeric.max, mostly=RANGE_MOSTLY
+                )
+            )
+    for categorical in spec.categorical_features:
+        add(
+            gxe.ExpectColumnValuesToNotBeNull(
+                column=categorical.name, mostly=1.0 - categorical.max_null_fraction
+            )
+        )
+        add(gxe.ExpectColumnValuesToBeInSet(column=categorical.name, value_set=list(categorical.categories)))
+    add(gxe.ExpectColumnValuesToNotBeNull(column=data.target))
+    add(gxe.ExpectColumnValuesToBeInSet(column=data.target, value_set=[0, 1]))
+    # Passing the expectations to the constructor needs no active context (add_expectation does).
+    return gx.ExpectationSuite(name=f"conveyor.{spec.name}", expectations=expectations)
+
+
+def _quiet_context() -> Any:
+    """An in-memory GX context without progress bars."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        analytics_enabled=False,
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
+    """Run ``spec``'s contract on ``df`` and summarise the result.
+
+    Failing rows are named by ``spec.data.id_column`` (up to :data:`SAMPLE_SIZE` ids and full rows per
+    check). Never raises for bad data: a missing or mistyped column shows up as failed checks.
+    """
+    started = time.perf_counter()
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    id_column = spec.data.id_column
+    has_ids = id_column in df.columns
+
+    suite = build_suite(spec)
+    context = _quiet_context()
+    batch_definition = (
+        context.data_sources.add_pandas(f"conveyor_{spec.name}")
+        .add_dataframe_asset(f"{spec.name}_batch")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
+    result_format: dict[str, Any] = {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": _PARTIAL_UNEXPECTED,
+        "include_unexpected_rows": False,
+    }
+    if has_ids:
+        result_format["unexpected_index_column_names"] = [id_column]
+    outcome = batch.validate(suite, result_format=result_format)
+
+    order = {
+        _key(e.expectation_type, getattr(e, "column", None)): i for i, e in enumerate(suite.expectations)
+    }
+    failed = [
+        _failed_check(spec, df, r.expectation_config.type, r.expectation_config.kwargs, r)
+        for r in outcome.results
+        if not r.success
+    ]
+    failed.sort(key=lambda c: order.get(_key(c.expectation, c.column), len(order)))
+
+    dates: list[str] = []
+    time_column = spec.data.event_time_column
+    if time_column in df.columns and len(df):
+        import pandas as pd
+
+        stamps = pd.to_datetime(df[time_column], errors="coerce").dropna()
+        dates = sorted({d.isoformat() for d in stamps.dt.date.unique()})
+    report = ValidationReport(
+        model=spec.name,
+        success=bool(outcome.success) and not failed,
+        evaluated=len(outcome.results),
+        rows=len(df),
+        failed=failed,
+        statistics=_jsonable(dict(outcome.statistics)),
+        dates=dates,
+        sources=list(df.attrs.get(SOURCES_ATTR, [])),
+        missing_columns={
+            str(c): list(files)
+            for c, files in (df.attrs.get(MISSING_COLUMNS_ATTR) or {}).items()
+            if c in spec.columns
+        },
+    )
+    log.info(
+        "data contract for %s on %d rows: %s (%d of %d checks failed) in %.2fs",
+        spec.name,
+        len(df),
+        "passed" if report.success else "FAILED",
+        len(failed),
+        report.evaluated,
+        time.perf_counter() - started,
+    )
+    return report
+
+
+def validate_or_raise(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
+    """:func:`validate_batch`, raising :class:`DataValidationError` when any check fails."""
+    report = validate_batch(spec, df)
+    if not report.success:
+        raise DataValidationError(report, spec.data.event_time_column)
+    return report
+
+
+def _key(expectation: str, column: Any) -> tuple[str, str | None]:
+    return expectation, None if column is None else str(column)
+
+
+def _exception_messages(exception_info: Any) -> list[str]:
+    """GX reports either one ``{raised_exception, exception_message}`` or a dict of them per metric."""
+    if not isinstance(exception_info, dict):
+        return []
+    if "raised_exception" in exception_info:
+        if exception_info.get("raised_exception"):
+            return [str(exception_info.get("exception_message") or "unknown error")]
+        return []
+    messages: list[str] = []
+    for value in exception_info.values():
+        messages.extend(_exception_messages(value))
+    return list(dict.fromkeys(messages))
+
+
+def _failed_check(
+    spec: ModelSpec, df: pd.DataFrame, expectation: str, kwargs: dict[str, Any], result: Any
+) -> FailedCheck:
+    column = kwargs.get("column")
+    column = None if column is None else str(column)
+    errors = _exception_messages(result.exception_info)
+    summary = dict(result.result or {})
+
+    if errors:
+        if column is not None and column not in df.columns:
+            detail = f"not evaluated: column {column!r} is missing from the batch"
+        elif column is not None:
+            detail = f"not evaluated on column {column!r} (dtype {df[column].dtype}): {errors[0]}"
+        else:
+            detail = f"not evaluated: {errors[0]}"
+        return FailedCheck(expectation=expectation, column=column, detail=detail)
+
+    count = summary.get("unexpected_count")
+    count = None if count is None else int(count)
+    sample_ids, sample_rows = _samples(spec, df, summary)
+    examples = ", ".join(
+        repr(_jsonable(v)) for v in (summary.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]
+    )
+    element_count = summary.get("element_count")
+    of = f" of {element_count:,}" if element_count is not None else ""
+    observed = summary.get("observed_value")
+
+    if expectation == "expect_column_to_exist":
+        lacking = (df.attrs.get(MISSING_COLUMNS_ATTR) or {}).get(column) or []
+        detail = f"required column {column!r} is missing"
+        detail += f" from {', '.join(lacking)}" if lacking else " from the batch"
+    elif expectation == "expect_column_values_to_not_be_null":
+        allowed = 1.0 - float(kwargs.get("mostly", 1.0))
+        detail = (
+            f"{count:,}{of} values are null ({summary.get('unexpected_percent', 0):.1f}%); "
+            f"at most {allowed:.1%} allowed"
+        )
+    elif expectation == "expect_column_values_to_be_in_type_list":
+        dtype = df[column].dtype if column in df.columns else "?"
+        detail = (
+            f"column dtype is {dtype}, expected a numeric dtype; {count or 0:,}{of} values are not numbers"
+        )
+        detail += f", e.g. {examples}" if examples else ""
+    elif expectation == "expect_column_values_to_be_between":
+        detail = (
+            f"{count:,}{of} values outside [{kwargs.get('min_value')}, {kwargs.get('max_value')}], "
+            f"e.g. {examples}"
+        )
+    elif expectation == "expect_column_values_to_be_in_set":
+        detail = f"{count:,}{of} values not in {list(kwargs.get('value_set') or [])}, e.g. {examples}"
+    elif expectation == "expect_column_values_to_be_unique":
+        detail = f"{count:,}{of} rows share an id with another row, e.g. {examples}"
+    elif expectation == "expect_table_row_count_to_be_between":
+        upper = kwargs.get("max_value")
+        detail = f"{observed} rows; expected at least {kwargs.get('min_value')}"
+        detail += f" and at most {upper}" if upper is not None else ""
+    elif count is not None:
+        detail = f"{count:,}{of} unexpected values" + (f", e.g. {examples}" if examples else "")
+    else:
+        detail = f"observed {_jsonable(observed)!r}; expected {_jsonable(kwargs)!r}"
+    return FailedCheck(
+        expectation=expectation,
+        column=column,
+        detail=detail,
+        unexpected_count=count,
+        sample_ids=sample_ids,
+        sample_rows=sample_rows,
+    )
+
+
+def _samples(
+    spec: ModelSpec, df: pd.DataFrame, summary: dict[str, Any]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Up to SAMPLE_SIZE failing ids and their full rows, from GX's partial unexpected index list."""
+    entries = summary.get("partial_unexpected_index_list") or []
+    id_column = spec.data.id_column
+    if id_column in df.columns:
+        ids = list(
+            dict.fromkeys(str(e[id_column]) for e in entries if isinstance(e, dict) and id_column in e)
+        )
+        ids = ids[:SAMPLE_SIZE]
+        if not ids:
+            return [], []
+        rows = df[df[id_column].astype(str).isin(ids)]
+        # Keep GX's order (the first failing rows) and at most SAMPLE_SIZE rows.
+        rank = {value: i for i, value in enumerate(ids)}
+        rows = rows.iloc[sorted(range(len(rows)), key=lambda i: rank[str(rows.iloc[i][id_column])])]
+        return ids, [_row(r) for r in rows.head(SAMPLE_SIZE).to_dict(orient="records")]
+    positions = [e for e in entries if isinstance(e, int)][:SAMPLE_SIZE]
+    rows = df.loc[[p for p in positions if p in df.index]]
+    return [], [_row(r) for r in rows.to_dict(orient="records")]
+
+
+def _row(record: dict[Any, Any]) -> dict[str, Any]:
+    return {str(k): _jsonable(v) for k, v in record.items()}
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types: numpy scalars to Python, NaN to None, timestamps to ISO strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    try:
+        json.dumps(value)
+    except TypeError:
+        return str(value)
+    return value
+
+
+def _error_message(report: ValidationReport, event_time_column: str) -> str:
+    lines = [
+        f"data contract failed for model {report.model!r}: {len(report.failed)} of {report.evaluated} checks "
+        f"failed on {report.rows:,} rows"
+        + (f" (dates {report.dates[0]}..{report.dates[-1]})" if report.dates else "")
+    ]
+    for check in report.failed:
+        where = f" on column {check.column!r}" if check.column else ""
+        lines.append(f"  - {check.expectation}{where}: {check.detail}")
+        if check.sample_ids:
+            examples = []
+            for row_id, row in zip(check.sample_ids, check.sample_rows, strict=False):
+                parts = []
+                if check.column and check.column in row:
+                    parts.append(f"{check.column}={row[check.column]!r}")
+                if row.get(event_time_column) is not None:
+                    parts.append(f"date={str(row[event_time_column])[:10]}")
+                examples.append(f"{row_id} ({', '.join(parts)})" if parts else row_id)
+            lines.append(f"    failing ids: {'; '.join(examples)}")
+    lacking = [uri for files in report.missing_columns.values() for uri in files]
+    dates = report.failed_dates(event_time_column)
+    if lacking:
+        where = ", ".join(dict.fromkeys(lacking))
+    elif dates:
+        where = ", ".join(f"landing/{report.model}/date={d}/" for d in dates)
+    elif report.dates:
+        where = f"landing/{report.model}/date=YYYY-MM-DD/ for the dates {report.dates[0]}..{report.dates[-1]}"
+    else:
+        where = f"landing/{report.model}/date=YYYY-MM-DD/"
+    lines.append(
+        f"What to do: fix or remove the offending batch under {where}, then re-run validation "
+        "(clear the task in Airflow). The full report is attached to the run."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,322 @@
+"""Score challenger and champion on the same frozen evaluation snapshot, decide, and report.
+
+:func:`evaluate` loads the challenger (a logged model) and the model that ``@champion`` names now
+(pinned to its version number, so a concurrent alias move cannot switch models mid-evaluation),
+scores both on the same rows, runs the paired bootstrap on the primary metric and applies the gate
+(:func:`conveyor.evaluation.gate.decide`). A champion that cannot be loaded or scored is reported in
+the decision and fails the gate; it is never silently treated as "no champion".
+
+:func:`write_gate_report` attaches ``gate/report.json``, ``gate/report.md`` and ``gate/metrics.png``
+to the DAG run's MLflow run and logs ``gate_passed``, ``challenger_<metric>`` and
+``champion_<metric>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from conveyor.config import ModelSpec
+from conveyor.errors import PermanentError
+from conveyor.evaluation.gate import GateDecision, PairedTest, decide, paired_bootstrap
+from conveyor.evaluation.metrics import METRIC_NAMES, binary_metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+REPORT_JSON = "gate/report.json"
+REPORT_MD = "gate/report.md"
+REPORT_PNG = "gate/metrics.png"
+
+
+class EvaluationDataError(PermanentError, ValueError):
+    """The evaluation frame cannot be scored (missing columns, no rows, missing labels)."""
+
+
+class ModelScoringError(PermanentError):
+    """A model could not be loaded or did not answer with the contract's output."""
+
+
+class Scored(BaseModel):
+    """One model's scores on the evaluation snapshot.
+
+    Attributes:
+        model_uri: The model scored.
+        metrics: ``binary_metrics`` of its probabilities.
+        probability: P(label == 1) per evaluation row, in the frame's order.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    model_uri: str
+    metrics: dict[str, float]
+    probability: np.ndarray
+
+
+def _check_frame(spec: ModelSpec, eval_df: pd.DataFrame) -> None:
+    needed = [*spec.feature_names, spec.data.target]
+    missing = [c for c in needed if c not in eval_df.columns]
+    if missing:
+        raise EvaluationDataError(
+            f"evaluation frame for {spec.name} lacks columns {missing}; it must hold the spec's features "
+            f"and target {spec.data.target!r} (the frozen eval snapshot does)"
+        )
+    if len(eval_df) == 0:
+        raise EvaluationDataError(f"evaluation frame for {spec.name} has no rows; freeze a non-empty snapshot")
+    unlabeled = int(eval_df[spec.data.target].isna().sum())
+    if unlabeled:
+        raise EvaluationDataError(
+            f"evaluation frame for {spec.name} has {unlabeled} rows without a {spec.data.target!r} label; "
+            "the gate needs labelled rows"
+        )
+
+
+def _load_pyfunc(model_uri: str, client: MlflowClient | None, workdir: str) -> Any:
+    import mlflow.artifacts
+    import mlflow.pyfunc
+
+    if client is None:
+        return mlflow.pyfunc.load_model(model_uri, dst_path=workdir)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=model_uri,
+        dst_path=workdir,
+        tracking_uri=client.tracking_uri,
+        registry_uri=getattr(client, "_registry_uri", None),
+    )
+    return mlflow.pyfunc.load_model(local)
+
+
+def score_on_snapshot(
+    model_uri: str, spec: ModelSpec, eval_df: pd.DataFrame, *, client: MlflowClient | None = None
+) -> Scored:
+    """Load the pyfunc ``model_uri`` and score it on ``eval_df``.
+
+    Args:
+        model_uri: ``models:/m-...``, ``models:/<name>/<version>``, ``runs:/...`` or a local path.
+        spec: The model spec (features and target).
+        eval_df: The frozen evaluation snapshot (features + target; other columns are ignored).
+        client: Read the model through this client's tracking/registry URIs; ``None`` uses MLflow's
+            process-wide URIs.
+
+    Returns:
+        The metrics and per-row probabilities.
+
+    Raises:
+        EvaluationDataError: the frame lacks columns, rows or labels.
+        ModelScoringError: the model does not load or does not return ``probability`` per row.
+    """
+    _check_frame(spec, eval_df)
+    features = eval_df[spec.feature_names]
+    with tempfile.TemporaryDirectory(prefix="conveyor-score-") as workdir:
+        try:
+            model = _load_pyfunc(model_uri, client, workdir)
+        except Exception as exc:
+            raise ModelScoringError(
+                f"cannot load model {model_uri!r} for {spec.name}: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            output = model.predict(features)
+        except Exception as exc:
+            raise ModelScoringError(
+                f"model {model_uri!r} failed to predict on {len(features)} evaluation rows of {spec.name}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    columns = list(getattr(output, "columns", []))
+    if "probability" not in columns:
+        raise ModelScoringError(
+            f"model {model_uri!r} returned {type(output).__name__} with columns {columns}; the model contract "
+            "requires a DataFrame with 'probability' and 'prediction' (docs/CONTRACTS.md)"
+        )
+    probability = np.asarray(output["probability"], dtype=float)
+    if probability.shape != (len(eval_df),):
+        raise ModelScoringError(
+            f"model {model_uri!r} returned {probability.shape[0]} probabilities for {len(eval_df)} rows"
+        )
+    bad = int(np.count_nonzero(~np.isfinite(probability) | (probability < 0) | (probability > 1)))
+    if bad:
+        raise ModelScoringError(
+            f"model {model_uri!r} returned {bad} probabilities that are NaN or outside [0, 1]"
+        )
+    metrics = binary_metrics(eval_df[spec.data.target].to_numpy(), probability)
+    return Scored(model_uri=model_uri, metrics=metrics, probability=probability)
+
+
+def evaluate(
+    client: MlflowClient,
+    spec: ModelSpec,
+    challenger_model_uri: str,
+    eval_df: pd.DataFrame,
+    *,
+    mode_override: str | None = None,
+    n_boot: int = 1000,
+    seed: int | None = None,
+) -> GateDecision:
+    """Score the challenger and the current ``@champion`` on the same rows and apply the gate.
+
+    Args:
+        client: MLflow client (models are read through its URIs).
+        spec: The model spec.
+        challenger_model_uri: The challenger (``models:/m-...`` from ``log_model``).
+        eval_df: The frozen evaluation snapshot.
+        mode_override: Gate mode instead of ``spec.gate.mode``.
+        n_boot: Bootstrap resamples.
+        seed: Bootstrap seed (default ``spec.trainer.seed``: the same inputs give the same decision).
+
+    Returns:
+        The decision.
+
+    Raises:
+        EvaluationDataError: the frame cannot be scored.
+        ModelScoringError: the *challenger* cannot be scored (a champion failure is in the decision).
+    """
+    from conveyor.registry.aliases import get_alias_version
+
+    challenger = score_on_snapshot(challenger_model_uri, spec, eval_df, client=client)
+    version = get_alias_version(client, spec.registered_model_name, CHAMPION_ALIAS)
+    champion: Scored | None = None
+    champion_error: str | None = None
+    if version is not None:
+        champion_uri = f"models:/{spec.registered_model_name}/{version}"
+        try:
+            champion = score_on_snapshot(champion_uri, spec, eval_df, client=client)
+        except Exception as exc:  # any load/score failure of the champion is reported in the decision
+            champion_error = str(exc)
+            log.error("champion %s could not be scored: %s", champion_uri, exc)
+    paired: PairedTest | None = None
+    if champion is not None:
+        paired = paired_bootstrap(
+            eval_df[spec.data.target].to_numpy(),
+            challenger.probability,
+            champion.probability,
+            spec.gate.primary_metric,
+            n=n_boot,
+            seed=spec.trainer.seed if seed is None else seed,
+        )
+    return decide(
+        spec,
+        challenger.metrics,
+        champion.metrics if champion is not None else None,
+        paired=paired,
+        mode_override=mode_override,
+        champion_version=version,
+        champion_error=champion_error,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return "NaN" if math.isnan(value) else f"{value:.4f}"
+
+
+def report_markdown(decision: GateDecision) -> str:
+    """The gate decision as a readable Markdown page (checks, metrics, reasons)."""
+    champ = decision.champion_metrics or {}
+    lines = [
+        f"# Gate report: {'PASSED' if decision.passed else 'FAILED'} → `{decision.action}`",
+        "",
+        f"- mode: `{decision.mode}`",
+        f"- primary metric: `{decision.primary_metric}`",
+        f"- champion: {f'v{decision.champion_version}' if decision.champion_version else 'none (cold start)'}",
+    ]
+    if decision.champion_error:
+        lines.append(f"- champion error: {decision.champion_error}")
+    lines += ["", "## Checks", "", "| check | value | threshold | result |", "|---|---:|---:|---|"]
+    for check in decision.checks:
+        result = ("pass" if check.passed else "FAIL") + (" (info)" if check.informational else "")
+        lines.append(f"| `{check.name}` | {_fmt(check.value)} | {_fmt(check.threshold)} | {result} |")
+    lines += ["", "## Metrics on the evaluation snapshot", "", "| metric | challenger | champion | Δ |", "|---|---:|---:|---:|"]
+    for name in METRIC_NAMES:
+        if name not in decision.challenger_metrics:
+            continue
+        new = decision.challenger_metrics[name]
+        old = champ.get(name)
+        delta = "—" if old is None else _fmt(new - old)
+        lines.append(f"| {name} | {_fmt(new)} | {_fmt(old)} | {delta} |")
+    if decision.paired is not None:
+        p = decision.paired
+        lines += [
+            "",
+            "## Paired bootstrap",
+            "",
+            f"{p.metric}: improvement {_fmt(p.delta)}, {p.confidence:.0%} CI [{_fmt(p.ci_low)}, {_fmt(p.ci_high)}], "
+            f"p = {_fmt(p.p_value)} ({p.n_boot} resamples of {p.n_rows} rows, seed {p.seed}).",
+        ]
+    lines += ["", "## Reasons", "", *(f"- {reason}" for reason in decision.reasons), ""]
+    return "\n".join(lines)
+
+
+def _metrics_figure(decision: GateDecision) -> Any | None:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # matplotlib comes with mlflow; a slim install simply gets no plot
+        return None
+    names = [m for m in METRIC_NAMES if m in decision.challenger_metrics]
+    x = np.arange(len(names))
+    fig = Figure(figsize=(8, 4), dpi=100)
+    ax = fig.add_subplot()
+    width = 0.38
+    new = [decision.challenger_metrics[m] for m in names]
+    ax.bar(x - width / 2, new, width, label="challenger")
+    if decision.champion_metrics is not None:
+        old = [decision.champion_metrics.get(m, float("nan")) for m in names]
+        label = f"champion v{decision.champion_version}" if decision.champion_version else "champion"
+        ax.bar(x + width / 2, old, width, label=label)
+    for i, name in enumerate(names):
+        for check in decision.checks:
+            if check.name == f"floor:{name}" and check.threshold is not None:
+                ax.hlines(check.threshold, i - 0.45, i + 0.45, colors="red", linestyles="dashed")
+    ax.set_xticks(x, names)
+    ax.set_title(f"Gate: {'PASSED' if decision.passed else 'FAILED'} ({decision.action}); dashed = floor")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write_gate_report(client: MlflowClient, run_id: str, decision: GateDecision) -> list[str]:
+    """Attach the gate report to the MLflow run and log its headline metrics.
+
+    Writes ``gate/report.json`` (the full decision), ``gate/report.md`` and, when matplotlib is
+    available, ``gate/metrics.png``; logs ``gate_passed`` (1/0), ``challenger_<metric>`` and
+    ``champion_<metric>`` (finite values only). Re-running overwrites the same files.
+
+    Args:
+        client: MLflow client.
+        run_id: The DAG run's MLflow run.
+        decision: The gate decision.
+
+    Returns:
+        The artifact paths written.
+    """
+    from mlflow.entities import Metric, RunTag
+    from mlflow.utils.time import get_current_time_millis
+
+    from conveyor.registry.tracking import log_json_artifact, log_text_artifact
+
+    paths = [
+        log_json_artifact(client, run_id, decision, REPORT_JSON),
+        log_text_artifact(client, run_id, report_markdown(decision), REPORT_MD),
+    ]
+    fig = _metrics_figure(decision)
+    if fig is not None:
+        client.log_figure(run_id, fig, REPORT_PNG)
+        paths.append(REPORT_PNG)
+    now = get_current_time_millis()
+    values: dict[str, float] = {"gate_passed": 1.0 if decision.passed else 0.0}
+    values.update({f"challenger_{k}": v for k, v in decision.challenger_metrics.items()})
+    values.update({f"champion_{k}": v for k, v in (decision.champion_metrics or {}).items()})
+    if decision.paired is not None:
+        values.update({"gate_paired_delta": decision.paired.delta, "gate_paired_ci_low": decision.paired.ci_low})
+    metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(v)]
+    tags = [RunTag("conveyor.gate", decision.action), RunTag("conveyor.gate_passed", str(decision.passed).lower())]
+    client.log_batch(run_id, metrics=metrics, tags=tags)
+    return paths

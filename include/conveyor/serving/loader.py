@@ -1,0 +1,320 @@
+"""Fetch a model version from MLflow into a local cache, load it, replay its golden rows, time it.
+
+A model version is immutable, so the cache ``<home>/serving/cache/<name>/<version>`` is filled once
+(download to a temporary folder, then rename) and reused by every later load of that version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor.serving.errors import ModelContractError
+from conveyor.serving.schemas import StageReport
+from conveyor.serving.validation import ColumnSchema, batch_from_records, input_columns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from conveyor.config import ModelSpec
+    from conveyor.settings import Settings
+
+CHAMPION = "champion"
+# Enough single-row timings for a p95 that is not one outlier.
+_MIN_LATENCY_SAMPLES = 40
+
+
+class NoChampion(Exception):
+    """The registered model has no ``champion`` alias (or does not exist yet)."""
+
+
+@dataclass(frozen=True)
+class GoldenResult:
+    """Whether a model reproduces its stored golden outputs."""
+
+    passed: bool
+    n_rows: int = 0
+    max_abs_diff: float | None = None
+    prediction_mismatches: int = 0
+    error: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A model version in memory with what was learnt while loading it (golden rows, latency)."""
+
+    name: str
+    registered_model_name: str
+    version: str
+    model_uri: str
+    alias: str | None
+    pyfunc: Any
+    columns: list[ColumnSchema]
+    golden: GoldenResult
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    latency_budget_ms: float
+    local_dir: Path
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def ready(self) -> bool:
+        return self.golden.passed
+
+    @property
+    def within_budget(self) -> bool:
+        return self.p95_latency_ms is not None and self.p95_latency_ms <= self.latency_budget_ms
+
+    def report(self) -> StageReport:
+        return StageReport(
+            model=self.name,
+            registered_model_name=self.registered_model_name,
+            version=self.version,
+            model_uri=self.model_uri,
+            loaded=True,
+            golden_passed=self.golden.passed,
+            n_golden=self.golden.n_rows,
+            max_abs_diff=self.golden.max_abs_diff,
+            prediction_mismatches=self.golden.prediction_mismatches,
+            p50_latency_ms=self.p50_latency_ms,
+            p95_latency_ms=self.p95_latency_ms,
+            latency_budget_ms=self.latency_budget_ms,
+            within_budget=self.within_budget,
+            error=self.golden.error,
+            checked_at=self.loaded_at,
+        )
+
+    def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (float64) and predictions (int64) for a validated input frame."""
+        return model_outputs(self.pyfunc.predict(frame))
+
+
+def failed_report(spec: ModelSpec, version: str, model_uri: str, error: str) -> StageReport:
+    """The report of a candidate that could not even be loaded."""
+    return StageReport(
+        model=spec.name,
+        registered_model_name=spec.registered_model_name,
+        version=version,
+        model_uri=model_uri,
+        loaded=False,
+        golden_passed=False,
+        latency_budget_ms=spec.deploy.latency_budget_ms,
+        error=error,
+        checked_at=datetime.now(UTC),
+    )
+
+
+def mlflow_client(settings: Settings) -> Any:
+    """An ``MlflowClient`` on the configured tracking server (registry on the same URI)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+
+
+def resolve_champion(settings: Settings, spec: ModelSpec) -> str:
+    """The version ``@champion`` names.
+
+    Raises:
+        NoChampion: the registered model or its alias does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = mlflow_client(settings).get_model_version_by_alias(spec.registered_model_name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise NoChampion(
+                f"registered model {spec.registered_model_name!r} has no @{CHAMPION} alias yet"
+            ) from None
+        raise
+    return str(mv.version)
+
+
+def version_uri(spec: ModelSpec, version: str) -> str:
+    return f"models:/{spec.registered_model_name}/{version}"
+
+
+def fetch(settings: Settings, spec: ModelSpec, model_uri: str, cache_key: str) -> Path:
+    """Download ``model_uri`` into ``<home>/serving/cache/<name>/<cache_key>`` once; return that folder."""
+    import mlflow
+
+    target = Path(settings.home) / "serving" / "cache" / spec.name / cache_key
+    if (target / "MLmodel").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = storage_uri(settings, model_uri)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cache_key}-", dir=target.parent))
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source,
+            dst_path=str(tmp),
+            tracking_uri=settings.mlflow_tracking_uri,
+            registry_uri=settings.mlflow_tracking_uri,
+        )
+        local_path = Path(local)
+        if not (local_path / "MLmodel").exists():
+            raise ModelContractError(f"{model_uri} is not an MLflow model (no MLmodel file)")
+        try:
+            local_path.rename(target)
+        except OSError:
+            if not (target / "MLmodel").exists():  # another loader won the race: use its copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def storage_uri(settings: Settings, model_uri: str) -> str:
+    """Where the files of ``model_uri`` live, resolved with this server's MLflow client.
+
+    MLflow resolves ``models:/`` URIs through the process-global registry URI whatever client
+    asked; resolving them here keeps every lookup on ``settings.mlflow_tracking_uri``. Accepts
+    ``models:/<name>/<version>[/path]``, ``models:/<name>@<alias>[/path]``, ``models:/<model_id>``;
+    any other URI (``runs:/``, ``s3://``, a local path) is returned as is.
+    """
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.utils.models import _parse_model_uri
+
+    if not model_uri.startswith("models:"):
+        return model_uri
+    base_uri, sub_path = ModelsArtifactRepository.split_models_uri(model_uri)
+    parsed = _parse_model_uri(base_uri)
+    client = mlflow_client(settings)
+    if parsed.model_id is not None:
+        base = str(client.get_logged_model(parsed.model_id).artifact_location)
+    elif parsed.version is not None:
+        base = str(client.get_model_version_download_uri(parsed.name, parsed.version))
+    elif parsed.alias is not None:
+        version = client.get_model_version_by_alias(parsed.name, parsed.alias).version
+        base = str(client.get_model_version_download_uri(parsed.name, version))
+    else:
+        raise ValueError(
+            f"{model_uri}: name a version or an alias (models:/<name>/<version>); stages are not used"
+        )
+    return f"{base.rstrip('/')}/{sub_path.lstrip('/')}" if sub_path else base
+
+
+def cache_key_for_uri(model_uri: str) -> str:
+    return "uri-" + hashlib.sha256(model_uri.encode()).hexdigest()[:16]
+
+
+def load(
+    spec: ModelSpec,
+    local_dir: Path,
+    *,
+    version: str,
+    model_uri: str,
+    alias: str | None,
+) -> LoadedModel:
+    """Load a cached model folder, replay its golden rows and time single-row predictions."""
+    import mlflow
+
+    pyfunc = mlflow.pyfunc.load_model(str(local_dir))
+    columns = input_columns(pyfunc, spec)
+    golden, latencies = replay_golden(spec, pyfunc, columns, local_dir)
+    p50 = p95 = None
+    if latencies:
+        import numpy as np
+
+        p50 = float(np.percentile(latencies, 50))
+        p95 = float(np.percentile(latencies, 95))
+    return LoadedModel(
+        name=spec.name,
+        registered_model_name=spec.registered_model_name,
+        version=version,
+        model_uri=model_uri,
+        alias=alias,
+        pyfunc=pyfunc,
+        columns=columns,
+        golden=golden,
+        p50_latency_ms=p50,
+        p95_latency_ms=p95,
+        latency_budget_ms=spec.deploy.latency_budget_ms,
+        local_dir=local_dir,
+    )
+
+
+def replay_golden(
+    spec: ModelSpec, pyfunc: Any, columns: list[ColumnSchema], local_dir: Path
+) -> tuple[GoldenResult, list[float]]:
+    """Compare the model's answers on ``artifacts/golden_rows.json`` with the stored outputs.
+
+    Returns the verdict and single-row latencies in milliseconds (empty when the rows are unusable).
+    """
+    import numpy as np
+
+    path = local_dir / "artifacts" / "golden_rows.json"
+    if not path.exists():
+        return GoldenResult(False, error="the model has no artifacts/golden_rows.json (see CONTRACTS.md)"), []
+    try:
+        golden = json.loads(path.read_text())
+        inputs = golden["inputs"]
+        expected_p = np.asarray(golden["outputs"]["probability"], dtype="float64")
+        expected_y = np.asarray(golden["outputs"]["prediction"], dtype="int64")
+        batch = batch_from_records(inputs, columns, spec, max_rows=max(len(inputs), 1), field="golden inputs")
+    except Exception as exc:
+        return GoldenResult(False, error=f"unusable artifacts/golden_rows.json: {exc}"), []
+    if len(expected_p) != batch.n_rows or len(expected_y) != batch.n_rows:
+        return GoldenResult(
+            False, batch.n_rows, error=f"golden rows hold {batch.n_rows} inputs but {len(expected_p)} outputs"
+        ), []
+    try:
+        probability, prediction = model_outputs(pyfunc.predict(batch.frame))
+    except Exception as exc:
+        return GoldenResult(False, batch.n_rows, error=f"predicting the golden rows failed: {exc}"), []
+    diff = float(np.max(np.abs(probability - expected_p))) if batch.n_rows else 0.0
+    mismatches = int(np.sum(prediction != expected_y))
+    tolerance = spec.deploy.golden_tolerance
+    passed = bool(diff <= tolerance and mismatches == 0)
+    error = None
+    if not passed:
+        error = (
+            f"golden rows differ from the stored outputs: max |Δprobability| = {diff:.3g} "
+            f"(tolerance {tolerance:g}), {mismatches} prediction(s) differ"
+        )
+    latencies = _single_row_latencies(pyfunc, batch.frame)
+    return GoldenResult(passed, batch.n_rows, diff, mismatches, error), latencies
+
+
+def _single_row_latencies(pyfunc: Any, frame: pd.DataFrame) -> list[float]:
+    rows = [frame.iloc[[i]].reset_index(drop=True) for i in range(len(frame))]
+    if not rows:
+        return []
+    pyfunc.predict(rows[0])  # warm-up: first calls pay for lazy initialisation
+    rounds = max(1, -(-_MIN_LATENCY_SAMPLES // len(rows)))
+    out: list[float] = []
+    for _ in range(rounds):
+        for row in rows:
+            started = time.perf_counter()
+            pyfunc.predict(row)
+            out.append((time.perf_counter() - started) * 1000.0)
+    return out
+
+
+def model_outputs(result: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Check a pyfunc result against the contract and return (probability, prediction) arrays.
+
+    Raises:
+        ModelContractError: the result is not a frame with ``probability`` and ``prediction``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(result, pd.DataFrame) or not {"probability", "prediction"} <= set(result.columns):
+        got = list(result.columns) if isinstance(result, pd.DataFrame) else type(result).__name__
+        raise ModelContractError(
+            f"the model must return a DataFrame with 'probability' and 'prediction' columns, got {got}"
+        )
+    probability = result["probability"].to_numpy(dtype="float64")
+    prediction = result["prediction"].to_numpy(dtype="int64")
+    if not np.all(np.isfinite(probability)):
+        raise ModelContractError("the model returned a non-finite probability")
+    return probability, prediction

@@ -1,0 +1,469 @@
+"""Turn request bodies into the DataFrame a model's signature expects, or say precisely why not.
+
+Three wire formats arrive here: the MLflow scoring protocol (``dataframe_split``,
+``dataframe_records``, ``inputs``), Open Inference Protocol v2 tensors (one per column) and plain
+records (golden rows). All of them become columns of Python values, and one checker validates those
+against the signature so every format reports problems the same way: which column, which row, what
+was expected. Nothing here lets a value reach the model unchecked, so a bad request is a 4xx and
+never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from conveyor.serving.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from conveyor.config import ModelSpec
+
+DEFAULT_MAX_ROWS = 10_000
+# Enough problems to fix a request in one go without echoing a whole bad batch back.
+_MAX_PROBLEMS = 50
+
+# MLflow signature type -> the Open Inference Protocol datatypes a client may send for it.
+# Integers are accepted where floats are expected (lossless for feature values); not the reverse.
+_INTS = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
+OIP_DATATYPES: dict[str, tuple[str, ...]] = {
+    "double": ("FP64", "FP32", "FP16", *_INTS),
+    "float": ("FP32", "FP64", "FP16", *_INTS),
+    "long": _INTS,
+    "integer": ("INT32", *_INTS),
+    "string": ("BYTES",),
+    "binary": ("BYTES",),
+    "datetime": ("BYTES",),
+    "boolean": ("BOOL",),
+}
+_SCORING_FORMATS = ("dataframe_split", "dataframe_records", "inputs")
+# Stands for a key a record lacks, already reported once as "row i lacks column c".
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class ColumnSchema:
+    """One input column: its name, MLflow type name and whether null values are accepted."""
+
+    name: str
+    kind: str
+    nullable: bool = False
+    required: bool = True
+
+    @property
+    def oip_datatype(self) -> str:
+        return OIP_DATATYPES.get(self.kind, ("BYTES",))[0]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A validated request: the model's input frame, the optional id per row and the row count."""
+
+    frame: pd.DataFrame
+    ids: list[Any] | None
+    n_rows: int
+    request_id: str | None = None
+    requested_outputs: tuple[str, ...] | None = None
+
+
+def input_columns(model: Any, spec: ModelSpec) -> list[ColumnSchema]:
+    """The columns a loaded pyfunc model takes, from its signature (the spec when it has none).
+
+    Nulls are accepted only where the spec allows missing values (``max_null_fraction > 0``).
+    """
+    nullable = {f.name for f in spec.numeric_features if f.max_null_fraction > 0} | {
+        f.name for f in spec.categorical_features if f.max_null_fraction > 0
+    }
+    schema = None
+    try:
+        schema = model.metadata.get_input_schema()
+    except Exception:  # a model without metadata: fall back to the spec
+        schema = None
+    if schema is not None and getattr(schema, "has_input_names", lambda: False)():
+        columns = []
+        for col in schema.inputs:
+            col_type = getattr(col, "type", None)
+            kind = getattr(col_type, "name", None) or "any"
+            columns.append(
+                ColumnSchema(
+                    name=col.name,
+                    kind=str(kind),
+                    nullable=col.name in nullable,
+                    required=bool(getattr(col, "required", True)),
+                )
+            )
+        return columns
+    return [ColumnSchema(f.name, "double", f.name in nullable) for f in spec.numeric_features] + [
+        ColumnSchema(f.name, "string", f.name in nullable) for f in spec.categorical_features
+    ]
+
+
+def parse_json(raw: bytes) -> Any:
+    """Decode a request body, turning a syntax error into a 400 that says where it is."""
+    if not raw.strip():
+        raise InvalidInput("empty request body: send a JSON object", status=400)
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"request body is not UTF-8 text: {exc.reason}", status=400) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            [{"line": exc.lineno, "column_number": exc.colno, "message": exc.msg}],
+            status=400,
+        ) from None
+
+
+def batch_from_scoring_body(
+    body: Any, columns: list[ColumnSchema], spec: ModelSpec, max_rows: int = DEFAULT_MAX_ROWS
+) -> Batch:
+    """Validate an MLflow scoring-protocol body (``dataframe_split``/``dataframe_records``/``inputs``)."""
+    if not isinstance(body, dict):
+        raise InvalidInput(
+            f"expected a JSON object with one of {list(_SCORING_FORMATS)}, got {_json_type(body)}", status=400
+        )
+    formats = [k for k in _SCORING_FORMATS if k in body]
+    unknown = sorted(set(body) - {*_SCORING_FORMATS, "params"})
+    if unknown:
+        raise InvalidInput(
+            f"unknown top-level field(s) {unknown}; the body takes exactly one of {list(_SCORING_FORMATS)}",
+            [{"field": k, "message": "unknown field"} for k in unknown],
+            status=400,
+        )
+    if len(formats) != 1:
+        raise InvalidInput(
+            f"the body must hold exactly one of {list(_SCORING_FORMATS)}; found {formats or 'none'}",
+            status=400,
+        )
+    fmt = formats[0]
+    payload = body[fmt]
+    if fmt == "dataframe_split":
+        return _batch_from_split(payload, columns, spec, max_rows)
+    if fmt == "dataframe_records":
+        return batch_from_records(payload, columns, spec, max_rows, field="dataframe_records")
+    if isinstance(payload, list):
+        return batch_from_records(payload, columns, spec, max_rows, field="inputs")
+    if isinstance(payload, dict):
+        data = {k: v if isinstance(v, list) else [v] for k, v in payload.items()}
+        return _columnar_batch(data, columns, spec, max_rows)
+    raise InvalidInput(
+        f'"inputs" must be an object of column -> values or a list of records, got {_json_type(payload)}',
+        status=400,
+    )
+
+
+def batch_from_records(
+    records: Any,
+    columns: list[ColumnSchema],
+    spec: ModelSpec,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    *,
+    field: str = "records",
+) -> Batch:
+    """Validate a list of ``{column: value}`` rows (``dataframe_records``, golden rows)."""
+    if not isinstance(records, list):
+        raise InvalidInput(f'"{field}" must be a list of row objects, got {_json_type(records)}', status=400)
+    _check_size(len(records), max_rows)
+    problems: list[dict[str, Any]] = []
+    for i, row in enumerate(records):
+        if not isinstance(row, dict):
+            problems.append(
+                {"column": None, "row": i, "message": f"row is {_json_type(row)}, expected an object"}
+            )
+    if problems:
+        raise InvalidInput(f'"{field}" must hold objects: row {problems[0]["row"]} is not one', problems, 400)
+    present = set().union(*(row.keys() for row in records))
+    for col in columns:
+        if col.name not in present:
+            continue  # reported once as a missing column below
+        for i, row in enumerate(records):
+            if col.name not in row and col.required:
+                problems.append(
+                    {"column": col.name, "row": i, "message": f"row {i} lacks column {col.name!r}"}
+                )
+                if len(problems) >= _MAX_PROBLEMS:
+                    break
+    required = {c.name for c in columns if c.required}
+    data = {
+        name: [row.get(name, _ABSENT if name in required else None) for row in records] for name in present
+    }
+    return _columnar_batch(data, columns, spec, max_rows, row_problems=problems)
+
+
+def batch_from_oip(
+    body: Any, columns: list[ColumnSchema], spec: ModelSpec, max_rows: int = DEFAULT_MAX_ROWS
+) -> Batch:
+    """Validate an Open Inference Protocol v2 inference request: one 1-D tensor per column."""
+    if not isinstance(body, dict):
+        raise InvalidInput(f'expected a JSON object with "inputs", got {_json_type(body)}', status=400)
+    tensors = body.get("inputs")
+    if not isinstance(tensors, list):
+        raise InvalidInput(
+            '"inputs" must be a list of tensors {"name", "shape", "datatype", "data"}, one per column',
+            status=400,
+        )
+    by_name = {c.name: c for c in columns}
+    data: dict[str, list[Any]] = {}
+    problems: list[dict[str, Any]] = []
+    n_rows: int | None = None
+    for i, tensor in enumerate(tensors):
+        if not isinstance(tensor, dict):
+            raise InvalidInput(f"inputs[{i}] is {_json_type(tensor)}, expected a tensor object", status=400)
+        missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+        if missing:
+            raise InvalidInput(f"inputs[{i}] lacks {missing}", [{"tensor": i, "missing": missing}], 400)
+        name, shape, datatype, values = tensor["name"], tensor["shape"], tensor["datatype"], tensor["data"]
+        if not isinstance(name, str):
+            raise InvalidInput(f"inputs[{i}].name must be a string", status=400)
+        if name in data:
+            raise InvalidInput(f"tensor {name!r} appears twice in inputs", [{"column": name}], 400)
+        if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 0 for d in shape)):
+            raise InvalidInput(f"tensor {name!r}: shape must be a list of non-negative integers", status=400)
+        flat = _flatten(values)
+        if flat is None:
+            raise InvalidInput(f"tensor {name!r}: data must be a (nested) list of values", status=400)
+        size = math.prod(shape)
+        if size != len(flat):
+            raise InvalidInput(
+                f"tensor {name!r}: shape {shape} holds {size} values but data has {len(flat)}",
+                [{"column": name, "message": "shape and data disagree"}],
+                400,
+            )
+        if any(d != 1 for d in shape[1:]):
+            raise InvalidInput(
+                f"tensor {name!r}: shape {shape} is not one value per row; send shape [n] or [n, 1]",
+                [{"column": name, "message": "one column per tensor"}],
+                400,
+            )
+        col = by_name.get(name)
+        if col is not None and datatype not in OIP_DATATYPES.get(col.kind, (datatype,)):
+            problems.append(
+                {
+                    "column": name,
+                    "row": None,
+                    "message": f"datatype {datatype!r} does not fit a {col.kind} column; "
+                    f"send {col.oip_datatype}",
+                }
+            )
+        if n_rows is not None and shape[0] != n_rows:
+            problems.append(
+                {
+                    "column": name,
+                    "row": None,
+                    "message": f"tensor has {shape[0]} rows, earlier tensors have {n_rows}",
+                }
+            )
+        n_rows = shape[0] if n_rows is None else n_rows
+        data[name] = flat
+    if problems:
+        raise InvalidInput(f"invalid input tensors: {_describe(problems[0])}", problems)
+    batch = _columnar_batch(data, columns, spec, max_rows)
+    request_id = body.get("id")
+    outputs = body.get("outputs")
+    requested = None
+    if isinstance(outputs, list):
+        requested = tuple(str(o["name"]) for o in outputs if isinstance(o, dict) and "name" in o)
+    return Batch(
+        frame=batch.frame,
+        ids=batch.ids,
+        n_rows=batch.n_rows,
+        request_id=str(request_id) if isinstance(request_id, str | int) else None,
+        requested_outputs=requested,
+    )
+
+
+def _batch_from_split(payload: Any, columns: list[ColumnSchema], spec: ModelSpec, max_rows: int) -> Batch:
+    if not isinstance(payload, dict):
+        raise InvalidInput(
+            '"dataframe_split" must be an object {"columns": [...], "data": [[...]]}, '
+            f"got {_json_type(payload)}",
+            status=400,
+        )
+    names, rows = payload.get("columns"), payload.get("data")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidInput('"dataframe_split.columns" must be a list of column names', status=400)
+    if not isinstance(rows, list):
+        raise InvalidInput('"dataframe_split.data" must be a list of rows (lists of values)', status=400)
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InvalidInput(f"columns named twice: {duplicated}", [{"column": n} for n in duplicated], 400)
+    _check_size(len(rows), max_rows)
+    problems = [
+        {
+            "column": None,
+            "row": i,
+            "message": f"row {i} has {len(row) if isinstance(row, list) else _json_type(row)} values, "
+            f"expected {len(names)}",
+        }
+        for i, row in enumerate(rows)
+        if not isinstance(row, list) or len(row) != len(names)
+    ]
+    if problems:
+        raise InvalidInput(f"malformed dataframe_split: {problems[0]['message']}", problems)
+    data = {name: [row[j] for row in rows] for j, name in enumerate(names)}
+    return _columnar_batch(data, columns, spec, max_rows)
+
+
+def _columnar_batch(
+    data: dict[str, list[Any]],
+    columns: list[ColumnSchema],
+    spec: ModelSpec,
+    max_rows: int,
+    row_problems: list[dict[str, Any]] | None = None,
+) -> Batch:
+    import numpy as np
+    import pandas as pd
+
+    id_column = spec.data.id_column
+    lengths = {len(v) for v in data.values()}
+    if len(lengths) > 1:
+        raise InvalidInput(
+            "columns differ in length: " + ", ".join(f"{k}={len(v)}" for k, v in data.items()),
+            [{"column": k, "rows": len(v)} for k, v in data.items()],
+        )
+    n_rows = lengths.pop() if lengths else 0
+    _check_size(n_rows, max_rows)
+
+    known = {c.name for c in columns}
+    problems: list[dict[str, Any]] = []
+    for name in sorted(set(data) - known - {id_column}):
+        problems.append(
+            {
+                "column": name,
+                "row": None,
+                "message": f"unknown column {name!r}; the model takes {sorted(known)} "
+                f"(plus the optional id column {id_column!r})",
+            }
+        )
+    for col in columns:
+        if col.name not in data and col.required:
+            problems.append({"column": col.name, "row": None, "message": f"missing column {col.name!r}"})
+    problems.extend(row_problems or [])
+    for col in columns:
+        if col.name in data and len(problems) < _MAX_PROBLEMS:
+            problems.extend(_check_cells(col, data[col.name], _MAX_PROBLEMS - len(problems)))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise InvalidInput(f"invalid input: {_describe(problems[0])}{more}", problems)
+
+    frame_data: dict[str, Any] = {}
+    for col in columns:
+        if col.name not in data:
+            continue
+        values = data[col.name]
+        if col.kind in ("double", "float"):
+            frame_data[col.name] = np.asarray(
+                [math.nan if v is None else float(v) for v in values],
+                dtype="float64" if col.kind == "double" else "float32",
+            )
+        elif col.kind in ("long", "integer"):
+            frame_data[col.name] = np.asarray(
+                [int(v) for v in values], dtype="int64" if col.kind == "long" else "int32"
+            )
+        elif col.kind == "boolean":
+            frame_data[col.name] = np.asarray(values, dtype=bool)
+        else:
+            frame_data[col.name] = pd.Series(values, dtype="object").to_numpy()
+    frame = pd.DataFrame(frame_data, columns=[c.name for c in columns if c.name in data])
+    ids = list(data[id_column]) if id_column in data else None
+    return Batch(frame=frame, ids=ids, n_rows=n_rows)
+
+
+def _check_size(n_rows: int, max_rows: int) -> None:
+    if n_rows == 0:
+        raise InvalidInput("empty batch: send at least one row", [{"row": None, "message": "no rows"}])
+    if n_rows > max_rows:
+        raise InvalidInput(
+            f"batch of {n_rows} rows exceeds the limit of {max_rows} rows per request; split it",
+            [{"row": None, "message": f"{n_rows} > {max_rows}"}],
+        )
+
+
+def _check_cells(col: ColumnSchema, values: list[Any], budget: int) -> list[dict[str, Any]]:
+    problems: list[dict[str, Any]] = []
+    for i, value in enumerate(values):
+        message = _cell_problem(col, value)
+        if message is not None:
+            problems.append({"column": col.name, "row": i, "message": message})
+            if len(problems) >= budget:
+                break
+    return problems
+
+
+def _cell_problem(col: ColumnSchema, value: Any) -> str | None:
+    if value is _ABSENT:
+        return None
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if col.nullable:
+            return None
+        return f"null in column {col.name!r}, which requires a value"
+    kind = col.kind
+    if kind in ("double", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number ({kind}), got {_json_type(value)} {_preview(value)}"
+        if not math.isfinite(value):
+            return f"expected a finite number, got {value}"
+    elif kind in ("long", "integer"):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
+            return f"expected an integer ({kind}), got {_json_type(value)} {_preview(value)}"
+    elif kind in ("string", "datetime", "binary"):
+        if not isinstance(value, str):
+            return f"expected a string, got {_json_type(value)} {_preview(value)}"
+    elif kind == "boolean" and not isinstance(value, bool):
+        return f"expected true/false, got {_json_type(value)} {_preview(value)}"
+    return None
+
+
+def _describe(problem: dict[str, Any]) -> str:
+    where = []
+    if problem.get("column") is not None:
+        where.append(f"column {problem['column']!r}")
+    if problem.get("row") is not None:
+        where.append(f"row {problem['row']}")
+    prefix = " ".join(where)
+    return f"{prefix}: {problem['message']}" if prefix else str(problem["message"])
+
+
+def _flatten(values: Any) -> list[Any] | None:
+    if not isinstance(values, list):
+        return None
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, list):
+            inner = _flatten(v)
+            if inner is None:
+                return None
+            out.extend(inner)
+        else:
+            out.append(v)
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _preview(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,1266 @@
+"""The embedded local stack: Airflow standalone, an MLflow tracking server and the model server.
+
+Everything lives under one git-ignored folder, ``settings.home`` (``<repo>/.conveyor`` by default)::
+
+    <home>/
+      supervisord.conf        generated on every ``up`` (mode 0600: it holds the server token)
+      supervisord.pid         supervisor.sock (or /tmp/conveyor-<hash>.sock when the path is long)
+      stack.json              generated local secrets and the ports in use (mode 0600)
+      logs/                   airflow.log, mlflow.log, model-server.log, supervisord.log
+      airflow/                AIRFLOW_HOME: airflow.cfg, airflow.db (SQLite), task logs, and
+                              simple_auth_manager_passwords.json.generated (the admin password)
+      mlflow/                 mlflow.db (SQLite) and artifacts/ (served through the tracking server)
+      data/                   the default data root (landing batches, snapshots, prediction logs)
+
+The three programs run under supervisord (from the ``supervisor`` package): it daemonizes, keeps
+them running, captures their output into ``logs/`` and answers XML-RPC on a unix socket, which is
+how :func:`status` and :func:`down` talk to it. Airflow is configured for a small machine
+(LocalExecutor with low parallelism, examples off, DAGs unpaused at creation, a 10 s DAG-folder
+refresh) entirely through ``AIRFLOW__*`` variables, so the checkout's ``dags/`` and ``plugins/``
+are used in place.
+
+Once Airflow answers, :func:`apply_airflow_settings` loads ``airflow_settings.yaml`` (connections,
+pools, variables) through the REST API, with ``${CONVEYOR_...}`` placeholders filled from the
+stack's state, so no port or secret is written into the repository.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from conveyor.airflow_api import AirflowApiError, AirflowClient
+from conveyor.errors import ConveyorError
+from conveyor.settings import REPO_ROOT, Settings, get_settings
+
+#: The supervisord programs, in start order.
+COMPONENTS: tuple[str, ...] = ("mlflow", "model-server", "airflow")
+#: The simple auth manager's only user on the local stack (standalone generates its password).
+AIRFLOW_USERNAME = "admin"
+AIRFLOW_SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
+#: Seconds ``up`` waits for every component to be healthy (a cold start takes ~40-60 s on 2 cores).
+DEFAULT_UP_TIMEOUT = 300.0
+LOCALHOST = "127.0.0.1"
+
+# Airflow sizing for a 2-core machine: LocalExecutor starts `parallelism` worker processes; training
+# tasks are CPU-bound and additionally serialised by the `conveyor_training` pool.
+AIRFLOW_PARALLELISM = 4
+AIRFLOW_MAX_ACTIVE_TASKS_PER_DAG = 3
+AIRFLOW_DAG_REFRESH_SECONDS = 10
+
+_FAILED_PROCESS_STATES = frozenset({"FATAL", "EXITED", "BACKOFF", "STOPPED", "UNKNOWN"})
+_UNIX_SOCKET_MAX = 100  # sun_path holds 108 bytes on Linux; keep a margin
+
+
+class StackError(ConveyorError):
+    """The local stack could not be started, inspected or stopped; the message says what to do."""
+
+
+class PortInUseError(StackError):
+    """A port the stack needs is taken by another process."""
+
+
+class StackNotRunningError(StackError):
+    """The command needs the local stack, and it is not running."""
+
+
+class ComponentFailedError(StackError):
+    """A component exited or never became healthy; carries the tail of its log."""
+
+    def __init__(self, component: str, message: str, log_tail: str = "") -> None:
+        super().__init__(
+            message + (f"\n--- last lines of {component}'s log ---\n{log_tail}" if log_tail else "")
+        )
+        self.component = component
+        self.log_tail = log_tail
+
+
+# ------------------------------------------------------------------------------------------------
+# Layout, state and the models returned to callers
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    """Where everything of one stack lives, derived from its home folder."""
+
+    home: Path
+
+    @property
+    def conf_file(self) -> Path:
+        return self.home / "supervisord.conf"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "supervisord.pid"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home / ".stack.lock"
+
+    @property
+    def socket_file(self) -> Path:
+        """The supervisord socket; under /tmp when the home path is too long for a unix socket."""
+        candidate = self.home / "supervisor.sock"
+        if len(str(candidate)) <= _UNIX_SOCKET_MAX:
+            return candidate
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
+        return Path("/tmp") / f"conveyor-{digest}.sock"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def airflow_password_file(self) -> Path:
+        return self.airflow_home / "simple_auth_manager_passwords.json.generated"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    def log_file(self, component: str) -> Path:
+        return self.logs_dir / f"{component}.log"
+
+
+class StackPorts(BaseModel):
+    """The TCP ports of one stack (all on 127.0.0.1)."""
+
+    airflow: int
+    mlflow: int
+    model_server: int
+    #: Airflow's log servers for running tasks and triggers (internal; moved if the default is taken).
+    airflow_worker_logs: int = 8793
+    airflow_trigger_logs: int = 8794
+
+    def public(self) -> dict[str, int]:
+        return {"airflow": self.airflow, "mlflow": self.mlflow, "model-server": self.model_server}
+
+
+class StackState(BaseModel):
+    """What ``up`` generated and must find again: secrets and ports. Stored in ``stack.json`` (0600)."""
+
+    stack_id: str = Field(default_factory=lambda: secrets.token_hex(8))
+    model_server_token: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
+    airflow_jwt_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(64))
+    ports: StackPorts
+    data_root: str
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+class StackInfo(BaseModel):
+    """How to reach a running stack: URLs and the local credentials."""
+
+    home: Path
+    airflow_url: str
+    mlflow_url: str
+    model_server_url: str
+    airflow_username: str = AIRFLOW_USERNAME
+    airflow_password: str | None
+    model_server_token: str
+    data_root: str
+    logs_dir: Path
+    already_running: bool = False
+    seconds_to_healthy: float | None = None
+
+    def airflow_client(self) -> AirflowClient:
+        """An API client logged in as the local admin."""
+        if not self.airflow_password:
+            raise StackError(
+                f"Airflow has not written its admin password yet ({self.home}/airflow/"
+                "simple_auth_manager_passwords.json.generated); wait for `conveyor up` to finish"
+            )
+        return AirflowClient(self.airflow_url, self.airflow_username, self.airflow_password)
+
+
+class ComponentStatus(BaseModel):
+    """One component as ``status`` sees it: supervisord's process state plus an HTTP health check."""
+
+    name: str
+    process_state: str
+    healthy: bool
+    url: str
+    detail: str = ""
+    pid: int | None = None
+
+
+class DownReport(BaseModel):
+    """What ``down`` did."""
+
+    was_running: bool
+    stopped_in_s: float = 0.0
+    killed_leftovers: list[int] = Field(default_factory=list)
+    purged: bool = False
+
+
+def _url(port: int) -> str:
+    return f"http://{LOCALHOST}:{port}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (created 0600, never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def load_state(paths: StackPaths) -> StackState | None:
+    """The stack's saved state, or None before the first ``up``."""
+    if not paths.state_file.exists():
+        return None
+    try:
+        return StackState.model_validate_json(paths.state_file.read_text())
+    except ValidationError as exc:
+        raise StackError(
+            f"{paths.state_file} is not a valid stack state ({exc.errors()[0]['msg']}); "
+            "remove it (the stack generates new secrets) or run `conveyor down --purge`"
+        ) from exc
+
+
+def save_state(paths: StackPaths, state: StackState) -> None:
+    _write_private(paths.state_file, state.model_dump_json(indent=2) + "\n")
+
+
+def read_airflow_password(paths: StackPaths, username: str = AIRFLOW_USERNAME) -> str | None:
+    """The password ``airflow standalone`` generated for ``username``, once it has."""
+    try:
+        passwords = json.loads(paths.airflow_password_file.read_text() or "{}")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    value = passwords.get(username)
+    return str(value) if value else None
+
+
+def _info(paths: StackPaths, state: StackState, **extra: Any) -> StackInfo:
+    return StackInfo(
+        home=paths.home,
+        airflow_url=_url(state.ports.airflow),
+        mlflow_url=_url(state.ports.mlflow),
+        model_server_url=_url(state.ports.model_server),
+        airflow_password=read_airflow_password(paths),
+        model_server_token=state.model_server_token,
+        data_root=state.data_root,
+        logs_dir=paths.logs_dir,
+        **extra,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Ports
+# ------------------------------------------------------------------------------------------------
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """A TCP port that is free right now (the OS picks it; tests give each stack its own)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = LOCALHOST) -> bool:
+    """Whether a server could listen on ``host:port`` now (same socket options as uvicorn)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_holder(port: int) -> str:
+    """Best effort: which process listens on ``port`` (``pid 123: python -m http.server``)."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                cmd = " ".join(psutil.Process(conn.pid).cmdline())[:120]
+                return f"pid {conn.pid}: {cmd}"
+    except Exception:
+        return ""
+    return ""
+
+
+def check_ports_free(ports: Mapping[str, int]) -> None:
+    """Raise :class:`PortInUseError` naming every component whose port is taken.
+
+    Args:
+        ports: Component name → port.
+    """
+    taken = {name: port for name, port in ports.items() if not port_is_free(port)}
+    duplicated = {p for p in ports.values() if list(ports.values()).count(p) > 1}
+    if duplicated:
+        raise PortInUseError(f"ports must differ, but {sorted(duplicated)} is given to several components")
+    if not taken:
+        return
+    lines = []
+    for name, port in taken.items():
+        holder = _port_holder(port)
+        lines.append(f"  {name}: port {port} is in use" + (f" by {holder}" if holder else ""))
+    option = {"airflow": "airflow-port", "mlflow": "mlflow-port", "model-server": "model-server-port"}
+    hints = ", ".join(
+        f"--{option[n]} / CONVEYOR_{option[n].upper().replace('-', '_')}" for n in taken if n in option
+    )
+    raise PortInUseError(
+        "cannot start the stack, a port is taken:\n"
+        + "\n".join(lines)
+        + f"\nStop what holds it, or choose another port ({hints})."
+    )
+
+
+def _pick_internal_port(preferred: int, avoid: set[int]) -> int:
+    if preferred not in avoid and port_is_free(preferred):
+        return preferred
+    while True:
+        port = free_port()
+        if port not in avoid:
+            return port
+
+
+# ------------------------------------------------------------------------------------------------
+# supervisord configuration
+# ------------------------------------------------------------------------------------------------
+
+
+def venv_bin() -> Path:
+    """The folder of this interpreter's console scripts (``airflow``, ``mlflow``, ``uvicorn``...)."""
+    return Path(sys.executable).parent
+
+
+def _conf_value(value: str) -> str:
+    """Escape a value for supervisord's config parser (``%`` starts an interpolation)."""
+    return value.replace("%", "%%")
+
+
+def _env_line(env: Mapping[str, str]) -> str:
+    parts = []
+    for key, value in env.items():
+        if '"' in value or "\n" in value:
+            raise StackError(f"environment value of {key} contains a quote or newline: {value!r}")
+        parts.append(f'{key}="{_conf_value(value)}"')
+    return ",".join(parts)
+
+
+def _command(*args: str | Path) -> str:
+    return _conf_value(" ".join(shlex.quote(str(a)) for a in args))
+
+
+def conveyor_env(settings: Settings, state: StackState) -> dict[str, str]:
+    """The ``CONVEYOR_*`` settings every component sees, so they agree on ports and paths."""
+    return {
+        "CONVEYOR_HOME": str(settings.home),
+        "CONVEYOR_DATA_ROOT": state.data_root,
+        "CONVEYOR_SPECS_DIR": str(settings.specs_dir),
+        "CONVEYOR_MLFLOW_TRACKING_URI": _url(state.ports.mlflow),
+        "MLFLOW_TRACKING_URI": _url(state.ports.mlflow),
+        "CONVEYOR_MODEL_SERVER_URL": _url(state.ports.model_server),
+        "CONVEYOR_AIRFLOW_PORT": str(state.ports.airflow),
+        "CONVEYOR_MLFLOW_PORT": str(state.ports.mlflow),
+        "CONVEYOR_MODEL_SERVER_PORT": str(state.ports.model_server),
+    }
+
+
+def airflow_env(settings: Settings, state: StackState, paths: StackPaths) -> dict[str, str]:
+    """``AIRFLOW__*`` configuration of the standalone Airflow (and the environment of its tasks)."""
+    ports = state.ports
+    return {
+        "AIRFLOW_HOME": str(paths.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(AIRFLOW_PARALLELISM),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(AIRFLOW_MAX_ACTIVE_TASKS_PER_DAG),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # A DAG file import pays ~5 s for airflow.sdk on this machine; leave room under load.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
+        "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": "airflow.* conveyor.*",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{paths.airflow_home / 'airflow.db'}",
+        "AIRFLOW__API__HOST": LOCALHOST,
+        "AIRFLOW__API__PORT": str(ports.airflow),
+        # Also where task processes find the execution API (base_url + /execution/).
+        "AIRFLOW__API__BASE_URL": _url(ports.airflow),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": state.airflow_jwt_secret,
+        # New DAG files show up within ~10 s; changed files are re-parsed on their next loop anyway.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(AIRFLOW_DAG_REFRESH_SECONDS),
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports.airflow_worker_logs),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports.airflow_trigger_logs),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.airflow_home / "logs"),
+        "NO_COLOR": "1",
+    }
+
+
+def render_supervisord_conf(
+    settings: Settings, state: StackState, paths: StackPaths, bin_dir: Path | None = None
+) -> str:
+    """The ``supervisord.conf`` of one stack.
+
+    Args:
+        settings: Where the stack lives (``home``) and which specs it serves.
+        state: Ports and generated secrets.
+        paths: The stack's layout (derived from ``settings.home``).
+        bin_dir: Folder of the ``airflow``, ``mlflow`` and ``uvicorn`` scripts; this venv's by default.
+    """
+    bin_dir = bin_dir or venv_bin()
+    common = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONUNBUFFERED": "1",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "CONVEYOR_STACK_ID": state.stack_id,
+    }
+    conveyor = conveyor_env(settings, state)
+    ports = state.ports
+    programs: dict[str, dict[str, str]] = {
+        "mlflow": {
+            "command": _command(
+                bin_dir / "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(paths.mlflow_artifacts),
+                "--serve-artifacts",
+                "--host",
+                LOCALHOST,
+                "--port",
+                str(ports.mlflow),
+                "--workers",
+                "1",
+            ),
+            "directory": str(paths.mlflow_dir),
+            "environment": _env_line({**common, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+            "priority": "100",
+            "stopsignal": "TERM",
+            "stopwaitsecs": "15",
+        },
+        "model-server": {
+            "command": _command(
+                bin_dir / "uvicorn",
+                "conveyor.serving.app:create_app",
+                "--factory",
+                "--host",
+                LOCALHOST,
+                "--port",
+                str(ports.model_server),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "10",
+            ),
+            "directory": str(settings.home),
+            "environment": _env_line(
+                {**common, **conveyor, "CONVEYOR_MODEL_SERVER_TOKEN": state.model_server_token}
+            ),
+            "priority": "200",
+            "stopsignal": "TERM",
+            "stopwaitsecs": "15",
+        },
+        "airflow": {
+            "command": _command(bin_dir / "airflow", "standalone"),
+            "directory": str(paths.airflow_home),
+            "environment": _env_line({**common, **conveyor, **airflow_env(settings, state, paths)}),
+            "priority": "300",
+            # standalone stops its scheduler, API server, DAG processor and triggerer on SIGINT
+            # (KeyboardInterrupt); the whole process group gets it, then SIGKILL after 45 s.
+            "stopsignal": "INT",
+            "stopwaitsecs": "45",
+        },
+    }
+    lines = [
+        "; Generated by `conveyor up` on every start; edit conveyor/stack.py, not this file.",
+        "[unix_http_server]",
+        f"file={_conf_value(str(paths.socket_file))}",
+        "chmod=0700",
+        "",
+        "[supervisord]",
+        f"logfile={_conf_value(str(paths.log_file('supervisord')))}",
+        "logfile_maxbytes=10MB",
+        "logfile_backups=2",
+        f"pidfile={_conf_value(str(paths.pid_file))}",
+        f"childlogdir={_conf_value(str(paths.logs_dir))}",
+        f"directory={_conf_value(str(settings.home))}",
+        f"identifier=conveyor-{state.stack_id}",
+        "strip_ansi=true",
+        "loglevel=info",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{_conf_value(str(paths.socket_file))}",
+        "",
+    ]
+    for name, program in programs.items():
+        lines += [
+            f"[program:{name}]",
+            f"command={program['command']}",
+            f"directory={_conf_value(program['directory'])}",
+            f"environment={program['environment']}",
+            f"priority={program['priority']}",
+            "autostart=true",
+            "autorestart=unexpected",
+            "startsecs=3",
+            "startretries=2",
+            f"stopsignal={program['stopsignal']}",
+            f"stopwaitsecs={program['stopwaitsecs']}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={_conf_value(str(paths.log_file(name)))}",
+            "stdout_logfile_maxbytes=20MB",
+            "stdout_logfile_backups=2",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Talking to supervisord
+# ------------------------------------------------------------------------------------------------
+
+
+def _rpc(paths: StackPaths) -> Any:
+    """An XML-RPC proxy to this stack's supervisord over its unix socket."""
+    from supervisor.xmlrpc import SupervisorTransport
+
+    transport = SupervisorTransport(None, None, f"unix://{paths.socket_file}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+
+def supervisord_running(paths: StackPaths) -> bool:
+    """Whether this stack's supervisord answers on its socket."""
+    if not paths.socket_file.exists():
+        return False
+    try:
+        return bool(_rpc(paths).supervisor.getState()["statename"] == "RUNNING")
+    except (OSError, xmlrpc.client.Error):
+        return False
+
+
+def _process_info(paths: StackPaths) -> dict[str, dict[str, Any]]:
+    try:
+        return {p["name"]: p for p in _rpc(paths).supervisor.getAllProcessInfo()}
+    except (OSError, xmlrpc.client.Error):
+        return {}
+
+
+def _supervisord_pid(paths: StackPaths) -> int | None:
+    try:
+        return int(paths.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        import psutil
+
+        return bool(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except Exception:
+        return False
+
+
+def _clean_env(state: StackState) -> dict[str, str]:
+    """The environment supervisord starts with: the caller's, minus settings of another stack."""
+    dropped = ("CONVEYOR_", "AIRFLOW__")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(dropped) and k not in {"AIRFLOW_HOME", "MLFLOW_TRACKING_URI", "VIRTUAL_ENV"}
+    }
+    env["CONVEYOR_STACK_ID"] = state.stack_id
+    return env
+
+
+def stack_processes(stack_id: str) -> list[int]:
+    """PIDs of live processes started by the stack ``stack_id`` (they carry ``CONVEYOR_STACK_ID``)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("CONVEYOR_STACK_ID") == stack_id:
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+# ------------------------------------------------------------------------------------------------
+# Health
+# ------------------------------------------------------------------------------------------------
+
+
+def _http_get(url: str, timeout: float = 3.0) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=timeout)
+    except httpx.HTTPError:
+        return None
+
+
+def check_health(component: str, ports: StackPorts) -> tuple[bool, str]:
+    """HTTP health of one component: (healthy, detail)."""
+    if component == "mlflow":
+        response = _http_get(f"{_url(ports.mlflow)}/health")
+        if response is None:
+            return False, "not answering yet"
+        return response.status_code == 200, f"/health {response.status_code}"
+    if component == "model-server":
+        live = _http_get(f"{_url(ports.model_server)}/health/live")
+        if live is None:
+            return False, "not answering yet"
+        if live.status_code != 200:
+            return False, f"/health/live {live.status_code}"
+        ready = _http_get(f"{_url(ports.model_server)}/health/ready")
+        if ready is not None and ready.status_code == 200:
+            return True, "live, ready"
+        reason = ""
+        if ready is not None:
+            with contextlib.suppress(ValueError):
+                body = ready.json()
+                reason = str(body.get("detail") or body.get("reason") or body)[:120]
+        return True, "live, not ready" + (f" ({reason})" if reason else " (no champion deployed yet)")
+    if component == "airflow":
+        response = _http_get(f"{_url(ports.airflow)}/api/v2/monitor/health")
+        if response is None:
+            return False, "API server not answering yet"
+        if response.status_code != 200:
+            return False, f"/api/v2/monitor/health {response.status_code}"
+        body = response.json()
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        unhealthy = [p for p in parts if (body.get(p) or {}).get("status") != "healthy"]
+        if unhealthy:
+            return False, "waiting for " + ", ".join(unhealthy)
+        return True, "scheduler, triggerer, DAG processor healthy"
+    raise ValueError(f"unknown component {component!r}; known: {COMPONENTS}")
+
+
+def _component_url(component: str, ports: StackPorts) -> str:
+    return _url(ports.public()[component])
+
+
+# ------------------------------------------------------------------------------------------------
+# Public operations
+# ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(paths: StackPaths) -> Iterator[None]:
+    """One ``up``/``down`` at a time per home (a second waits for the first)."""
+    paths.home.mkdir(parents=True, exist_ok=True)
+    with paths.lock_file.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _new_state(settings: Settings, previous: StackState | None) -> StackState:
+    """State for a fresh start: the configured ports, secrets kept from the last run if any."""
+    public = {settings.airflow_port, settings.mlflow_port, settings.model_server_port}
+    old = previous.ports if previous else None
+    worker_logs = _pick_internal_port(old.airflow_worker_logs if old else 8793, public)
+    trigger_logs = _pick_internal_port(old.airflow_trigger_logs if old else 8794, public | {worker_logs})
+    ports = StackPorts(
+        airflow=settings.airflow_port,
+        mlflow=settings.mlflow_port,
+        model_server=settings.model_server_port,
+        airflow_worker_logs=worker_logs,
+        airflow_trigger_logs=trigger_logs,
+    )
+    values: dict[str, Any] = {"ports": ports, "data_root": settings.data_root}
+    if previous is not None:
+        values |= {
+            "stack_id": previous.stack_id,
+            "model_server_token": previous.model_server_token,
+            "airflow_jwt_secret": previous.airflow_jwt_secret,
+            "created_at": previous.created_at,
+        }
+    if settings.model_server_token:
+        values["model_server_token"] = settings.model_server_token
+    return StackState(**values)
+
+
+def _prepare_home(settings: Settings, paths: StackPaths) -> None:
+    for folder in (paths.logs_dir, paths.airflow_home, paths.mlflow_artifacts):
+        folder.mkdir(parents=True, exist_ok=True)
+    parsed = urlparse(settings.data_root)
+    if parsed.scheme in ("", "file"):
+        Path(parsed.path).mkdir(parents=True, exist_ok=True)
+
+
+def _check_executables(bin_dir: Path) -> None:
+    missing = [n for n in ("supervisord", "airflow", "mlflow", "uvicorn") if not (bin_dir / n).exists()]
+    if missing:
+        raise StackError(
+            f"{', '.join(missing)} not found in {bin_dir}; run conveyor from the project's virtualenv "
+            "(`.venv/bin/conveyor` or `make up`)"
+        )
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a text file ('' if it does not exist)."""
+    if lines <= 0 or not path.exists():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        block, data = 8192, b""
+        while size > 0 and data.count(b"\n") <= lines:
+            step = min(block, size)
+            size -= step
+            fh.seek(size)
+            data = fh.read(step) + data
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def up(
+    settings: Settings | None = None,
+    wait: bool = True,
+    timeout: float = DEFAULT_UP_TIMEOUT,
+    *,
+    on_progress: Callable[[str], None] | None = None,
+    airflow_settings_path: Path | None = AIRFLOW_SETTINGS_FILE,
+) -> StackInfo:
+    """Start the local stack (idempotent) and, with ``wait``, return once every component is healthy.
+
+    On an already running stack it starts any stopped component, waits for health and re-applies
+    ``airflow_settings.yaml``; ``StackInfo.already_running`` is then True.
+
+    Args:
+        settings: Home, ports and data root; the process settings by default.
+        wait: Wait for Airflow, MLflow and the model server to be healthy, then apply
+            ``airflow_settings.yaml``. Without waiting, :func:`ensure_airflow_settings` applies it later.
+        timeout: Seconds to wait for health.
+        on_progress: Called with a short message whenever what is being waited for changes.
+        airflow_settings_path: Connections/pools/variables to apply; None to skip.
+
+    Raises:
+        PortInUseError: A port is taken (nothing was started).
+        ComponentFailedError: A component exited or stayed unhealthy; the stack was stopped again
+            and the message carries the tail of its log.
+    """
+    settings = settings or get_settings()
+    paths = StackPaths(settings.home)
+    progress = on_progress or (lambda _msg: None)
+    bin_dir = venv_bin()
+    _check_executables(bin_dir)
+    started = time.monotonic()
+    with _locked(paths):
+        if supervisord_running(paths):
+            state = load_state(paths)
+            if state is None:
+                raise StackError(
+                    f"supervisord runs for {paths.home} but {paths.state_file} is missing; "
+                    "run `conveyor down` and `conveyor up` again"
+                )
+            rpc = _rpc(paths)
+            for name, proc in _process_info(paths).items():
+                if proc["statename"] in _FAILED_PROCESS_STATES:
+                    progress(f"restarting {name} ({proc['statename']})")
+                    with contextlib.suppress(xmlrpc.client.Fault):
+                        rpc.supervisor.startProcess(name, False)
+            already = True
+        else:
+            state = _new_state(settings, load_state(paths))
+            check_ports_free(
+                {
+                    **state.ports.public(),
+                    "airflow log server": state.ports.airflow_worker_logs,
+                    "airflow trigger log server": state.ports.airflow_trigger_logs,
+                }
+            )
+            _prepare_home(settings, paths)
+            save_state(paths, state)
+            _write_private(paths.conf_file, render_supervisord_conf(settings, state, paths, bin_dir))
+            progress("starting supervisord (mlflow, model-server, airflow)")
+            _launch_supervisord(paths, state, bin_dir)
+            already = False
+    if not wait:
+        return _info(paths, state, already_running=already)
+    try:
+        _wait_healthy(
+            paths, state, timeout, progress, airflow_settings_path, settings_values(settings, state)
+        )
+    except StackError:
+        if not already:
+            progress("start failed; stopping what was started")
+            with contextlib.suppress(StackError):
+                down(settings)
+        raise
+    return _info(
+        paths, state, already_running=already, seconds_to_healthy=round(time.monotonic() - started, 1)
+    )
+
+
+def _launch_supervisord(paths: StackPaths, state: StackState, bin_dir: Path) -> None:
+    stale = paths.socket_file
+    if stale.exists() and not supervisord_running(paths):
+        stale.unlink()
+    result = subprocess.run(
+        [str(bin_dir / "supervisord"), "-c", str(paths.conf_file)],
+        env=_clean_env(state),
+        cwd=paths.home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            f"supervisord did not start (exit {result.returncode}):\n{result.stdout}{result.stderr}\n"
+            f"{tail(paths.log_file('supervisord'), 20)}"
+        )
+    deadline = time.monotonic() + 20
+    while not supervisord_running(paths):
+        if time.monotonic() > deadline:
+            raise ComponentFailedError(
+                "supervisord",
+                f"supervisord did not answer on {paths.socket_file} within 20 s",
+                tail(paths.log_file("supervisord"), 30),
+            )
+        time.sleep(0.2)
+
+
+def _wait_healthy(
+    paths: StackPaths,
+    state: StackState,
+    timeout: float,
+    progress: Callable[[str], None],
+    airflow_settings_path: Path | None,
+    values: Mapping[str, str],
+) -> None:
+    deadline = time.monotonic() + timeout
+    applied = airflow_settings_path is None
+    last_message = ""
+    while True:
+        procs = _process_info(paths)
+        for name in COMPONENTS:
+            proc_state = procs.get(name, {}).get("statename", "UNKNOWN")
+            if proc_state in _FAILED_PROCESS_STATES:
+                spawn_error = procs.get(name, {}).get("spawnerr") or ""
+                raise ComponentFailedError(
+                    name,
+                    f"{name} {proc_state.lower()} while the stack was starting"
+                    + (f" ({spawn_error})" if spawn_error else "")
+                    + f"; full log: {paths.log_file(name)}. Fix the cause, then run `conveyor up` again.",
+                    tail(paths.log_file(name), 40),
+                )
+        health = {name: check_health(name, state.ports) for name in COMPONENTS}
+        if not applied and _airflow_api_up(state) and read_airflow_password(paths):
+            # Pools first of all: the scheduler holds back tasks of a pool that does not exist yet.
+            try:
+                with _info(paths, state).airflow_client() as client:
+                    apply_airflow_settings(client, airflow_settings_path, values)
+                applied = True
+                progress("applied airflow_settings.yaml (connections, pools, variables)")
+            except AirflowApiError as exc:
+                progress(f"airflow_settings.yaml not applied yet ({exc})")
+        pending = [f"{n} ({detail})" for n, (ok, detail) in health.items() if not ok]
+        if not pending and applied:
+            return
+        message = "waiting for " + ", ".join(pending) if pending else "applying airflow_settings.yaml"
+        if message != last_message:
+            progress(message)
+            last_message = message
+        if time.monotonic() > deadline:
+            name = next((n for n, (ok, _) in health.items() if not ok), "airflow")
+            raise ComponentFailedError(
+                name,
+                f"the stack was not healthy within {timeout:.0f}s: {', '.join(pending) or 'settings'}; "
+                f"full log: {paths.log_file(name)}",
+                tail(paths.log_file(name), 40),
+            )
+        time.sleep(1.0)
+
+
+def _airflow_api_up(state: StackState) -> bool:
+    response = _http_get(f"{_url(state.ports.airflow)}/api/v2/monitor/health", timeout=2.0)
+    return response is not None and response.status_code == 200
+
+
+def stack_info(settings: Settings | None = None) -> StackInfo:
+    """URLs and credentials of the running stack.
+
+    Raises:
+        StackNotRunningError: The stack is not running.
+    """
+    settings = settings or get_settings()
+    paths = StackPaths(settings.home)
+    state = load_state(paths)
+    if state is None or not supervisord_running(paths):
+        raise StackNotRunningError(
+            f"the local stack in {paths.home} is not running; start it with `conveyor up`"
+        )
+    return _info(paths, state, already_running=True)
+
+
+def status(settings: Settings | None = None) -> list[ComponentStatus]:
+    """Process state (from supervisord) and HTTP health of every component."""
+    settings = settings or get_settings()
+    paths = StackPaths(settings.home)
+    state = load_state(paths)
+    ports = (
+        state.ports
+        if state
+        else StackPorts(
+            airflow=settings.airflow_port,
+            mlflow=settings.mlflow_port,
+            model_server=settings.model_server_port,
+        )
+    )
+    if not supervisord_running(paths):
+        return [
+            ComponentStatus(
+                name=name,
+                process_state="STOPPED",
+                healthy=False,
+                url=_component_url(name, ports),
+                detail="not running",
+            )
+            for name in COMPONENTS
+        ]
+    procs = _process_info(paths)
+    result = []
+    for name in COMPONENTS:
+        proc = procs.get(name, {})
+        proc_state = str(proc.get("statename", "UNKNOWN"))
+        healthy, detail = check_health(name, ports) if proc_state == "RUNNING" else (False, "")
+        if proc_state != "RUNNING":
+            detail = (
+                f"{proc.get('spawnerr') or proc.get('description') or proc_state}; see `conveyor logs {name}`"
+            )
+        result.append(
+            ComponentStatus(
+                name=name,
+                process_state=proc_state,
+                healthy=healthy,
+                url=_component_url(name, ports),
+                detail=detail,
+                pid=int(proc["pid"]) if proc.get("pid") else None,
+            )
+        )
+    return result
+
+
+def down(settings: Settings | None = None, purge: bool = False, timeout: float = 90.0) -> DownReport:
+    """Stop every process of the stack and wait until they are gone; data stays unless ``purge``.
+
+    Args:
+        settings: Which stack (its home).
+        purge: Also delete the home folder (databases, artifacts, landed data, logs, secrets).
+        timeout: Seconds to wait for a clean stop before stragglers are killed.
+    """
+    settings = settings or get_settings()
+    paths = StackPaths(settings.home)
+    started = time.monotonic()
+    report = DownReport(was_running=False)
+    with _locked(paths):
+        state = load_state(paths)
+        if supervisord_running(paths):
+            report.was_running = True
+            pid = _supervisord_pid(paths)
+            with contextlib.suppress(OSError, xmlrpc.client.Error):
+                _rpc(paths).supervisor.shutdown()
+            deadline = time.monotonic() + timeout
+            while pid and _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.3)
+        if state is not None:
+            report.killed_leftovers = _kill_leftovers(state.stack_id, grace=10.0)
+        report.stopped_in_s = round(time.monotonic() - started, 1)
+    if purge:
+        purge_home(paths)
+        report.purged = True
+    return report
+
+
+def _kill_leftovers(stack_id: str, grace: float) -> list[int]:
+    """Wait up to ``grace`` s for processes of this stack to exit, then SIGTERM and SIGKILL them."""
+    deadline = time.monotonic() + grace
+    while (pids := stack_processes(stack_id)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    if not pids:
+        return []
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        end = time.monotonic() + wait_s
+        while stack_processes(stack_id) and time.monotonic() < end:
+            time.sleep(0.2)
+        if not stack_processes(stack_id):
+            break
+    return pids
+
+
+def purge_home(paths: StackPaths) -> None:
+    """Delete a stack's home folder, refusing anything that does not look like one."""
+    home = paths.home.resolve()
+    if not home.exists():
+        return
+    forbidden = {Path("/"), Path.home().resolve(), REPO_ROOT.resolve()}
+    if home in forbidden or home in REPO_ROOT.resolve().parents:
+        raise StackError(f"refusing to delete {home}: it is not a Conveyor home folder")
+    markers = (paths.state_file, paths.conf_file, paths.airflow_home, paths.mlflow_dir)
+    if any(home.iterdir()) and not any(m.exists() for m in markers):
+        raise StackError(
+            f"refusing to delete {home}: it holds no stack.json/supervisord.conf; delete it yourself"
+        )
+    if supervisord_running(paths):
+        raise StackError(f"the stack in {home} is still running; run `conveyor down` first")
+    shutil.rmtree(home)
+    with contextlib.suppress(FileNotFoundError):
+        paths.socket_file.unlink()
+
+
+def log_path(settings: Settings, component: str) -> Path:
+    """The log file of ``component`` (a program, or ``supervisord``)."""
+    known = (*COMPONENTS, "supervisord")
+    if component not in known:
+        raise StackError(f"unknown component {component!r}; choose one of {', '.join(known)}")
+    return StackPaths(settings.home).log_file(component)
+
+
+def logs(settings: Settings, component: str, lines: int = 50, follow: bool = False) -> Iterator[str]:
+    """Yield the last ``lines`` lines of a component's log, then (``follow``) new lines as they come.
+
+    Raises:
+        StackError: Unknown component, or no log yet.
+    """
+    path = log_path(settings, component)
+    if not path.exists():
+        raise StackError(f"no log for {component} yet ({path}); has `conveyor up` run?")
+    if lines > 0:
+        yield from tail(path, lines).splitlines()
+    if not follow:
+        return
+    fh = path.open("r", errors="replace")
+    fh.seek(0, os.SEEK_END)
+    try:
+        while True:
+            line = fh.readline()
+            if line:
+                yield line.rstrip("\n")
+                continue
+            # supervisord rotates the file: reopen when it shrank or was replaced
+            if path.exists() and path.stat().st_size < fh.tell():
+                fh.close()
+                fh = path.open("r", errors="replace")
+            time.sleep(0.5)
+    finally:
+        fh.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# airflow_settings.yaml (Astro CLI shape)
+# ------------------------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConnectionEntry(_Strict):
+    conn_id: str
+    conn_type: str
+    conn_host: str | None = None
+    conn_schema: str | None = None
+    conn_login: str | None = None
+    conn_password: str | None = None
+    conn_port: int | None = None
+    conn_extra: dict[str, Any] | str | None = None
+
+    def api_body(self) -> dict[str, Any]:
+        extra = json.dumps(self.conn_extra) if isinstance(self.conn_extra, dict) else self.conn_extra
+        return {
+            "connection_id": self.conn_id,
+            "conn_type": self.conn_type,
+            "host": self.conn_host,
+            "schema": self.conn_schema,
+            "login": self.conn_login,
+            "password": self.conn_password,
+            "port": self.conn_port,
+            "extra": extra,
+        }
+
+
+class PoolEntry(_Strict):
+    pool_name: str
+    pool_slot: int = Field(ge=0)
+    pool_description: str | None = None
+
+
+class VariableEntry(_Strict):
+    variable_name: str
+    variable_value: str
+
+
+class AirflowObjects(_Strict):
+    connections: list[ConnectionEntry] = Field(default_factory=list)
+    pools: list[PoolEntry] = Field(default_factory=list)
+    variables: list[VariableEntry] = Field(default_factory=list)
+
+
+class AirflowSettingsFile(_Strict):
+    """``airflow_settings.yaml``: ``airflow: {connections: [...], pools: [...], variables: [...]}``."""
+
+    airflow: AirflowObjects
+
+
+class AppliedSettings(BaseModel):
+    """What :func:`apply_airflow_settings` did, per object: ``created`` or ``updated``."""
+
+    connections: dict[str, str] = Field(default_factory=dict)
+    pools: dict[str, str] = Field(default_factory=dict)
+    variables: dict[str, str] = Field(default_factory=dict)
+
+
+def substitute_placeholders(obj: Any, values: Mapping[str, str], *, where: str = "") -> Any:
+    """Replace ``${NAME}`` in every string of ``obj`` (nested lists/dicts) with ``values[NAME]``.
+
+    Raises:
+        StackError: A placeholder has no value; the message lists the known names.
+    """
+    if isinstance(obj, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in values:
+                known = ", ".join(sorted(values))
+                raise StackError(
+                    f"{where or 'settings'}: no value for placeholder ${{{name}}}; known: {known}"
+                )
+            return str(values[name])
+
+        return _PLACEHOLDER.sub(replace, obj)
+    if isinstance(obj, list):
+        return [substitute_placeholders(v, values, where=where) for v in obj]
+    if isinstance(obj, dict):
+        return {k: substitute_placeholders(v, values, where=where) for k, v in obj.items()}
+    return obj
+
+
+def load_airflow_settings(path: Path, values: Mapping[str, str]) -> AirflowSettingsFile:
+    """Read ``path``, fill its placeholders from ``values`` and validate its shape.
+
+    Raises:
+        StackError: The file is missing, is not YAML, has an unknown placeholder or a wrong shape.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise StackError(f"{path} not found") from exc
+    except yaml.YAMLError as exc:
+        raise StackError(f"{path} is not valid YAML: {exc}") from exc
+    filled = substitute_placeholders(raw or {}, values, where=str(path))
+    try:
+        return AirflowSettingsFile.model_validate(filled)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise StackError(f"{path} has the wrong shape: {problems}") from exc
+
+
+def settings_values(settings: Settings, state: StackState) -> dict[str, str]:
+    """Values for ``${...}`` placeholders in ``airflow_settings.yaml``."""
+    return {
+        **conveyor_env(settings, state),
+        "CONVEYOR_HOST": LOCALHOST,
+        "CONVEYOR_AIRFLOW_URL": _url(state.ports.airflow),
+        "CONVEYOR_MODEL_SERVER_TOKEN": state.model_server_token,
+    }
+
+
+def apply_airflow_settings(
+    client: AirflowClient,
+    path: Path | None = AIRFLOW_SETTINGS_FILE,
+    values: Mapping[str, str] | None = None,
+) -> AppliedSettings:
+    """Create or update the connections, pools and variables of ``path`` through the REST API.
+
+    Args:
+        client: A logged-in client.
+        path: An ``airflow_settings.yaml``.
+        values: Placeholder values; those of the stack in ``get_settings().home`` when omitted.
+    """
+    path = path or AIRFLOW_SETTINGS_FILE
+    if values is None:
+        settings = get_settings()
+        state = load_state(StackPaths(settings.home))
+        if state is None:
+            raise StackNotRunningError(f"no stack state in {settings.home}; run `conveyor up` first")
+        values = settings_values(settings, state)
+    spec = load_airflow_settings(path, values)
+    applied = AppliedSettings()
+    for pool in spec.airflow.pools:
+        applied.pools[pool.pool_name] = client.set_pool(pool.pool_name, pool.pool_slot, pool.pool_description)
+    for conn in spec.airflow.connections:
+        applied.connections[conn.conn_id] = client.set_connection(conn.api_body())
+    for var in spec.airflow.variables:
+        applied.variables[var.variable_name] = client.set_variable(var.variable_name, var.variable_value)
+    return applied
+
+
+def ensure_airflow_settings(settings: Settings | None = None, path: Path = AIRFLOW_SETTINGS_FILE) -> bool:
+    """Apply ``airflow_settings.yaml`` unless its pools already exist (after ``up --no-wait``).
+
+    Returns:
+        True when the settings were applied now.
+    """
+    settings = settings or get_settings()
+    info = stack_info(settings)
+    paths = StackPaths(settings.home)
+    state = load_state(paths)
+    assert state is not None  # stack_info checked it
+    values = settings_values(settings, state)
+    spec = load_airflow_settings(path, values)
+    with info.airflow_client() as client:
+        if all(client.get_pool(p.pool_name) for p in spec.airflow.pools):
+            return False
+        apply_airflow_settings(client, path, values)
+    return True

@@ -1,0 +1,359 @@
+"""What every trainer shares: the result contract, errors, and the model-artifact helpers.
+
+Every model Conveyor logs (any trainer, any compression variant) follows the model-artifact
+contract of ``docs/CONTRACTS.md``: a models-from-code pyfunc with an explicit signature, pinned
+requirements, ``artifacts/golden_rows.json`` and ``artifacts/reference.parquet``. The helpers here
+produce those pieces so that trainers and compression cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.config import ModelSpec
+from conveyor.settings import get_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
+
+#: Base distributions every Conveyor pyfunc needs at load time.
+BASE_REQUIREMENTS = ("mlflow-skinny", "pandas", "numpy")
+#: File names fixed by the model-artifact contract.
+GOLDEN_ROWS_FILE = "golden_rows.json"
+REFERENCE_FILE = "reference.parquet"
+#: The drift reference keeps at most this many training rows.
+REFERENCE_MAX_ROWS = 5000
+#: How many raw rows are stored as the MLflow input example.
+INPUT_EXAMPLE_ROWS = 3
+PREDICTION_COLUMNS = ("probability", "prediction")
+
+
+class TrainResult(BaseModel):
+    """What a trainer hands on to the gate, compression and registration (XCom-safe)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    model_uri: str
+    trainer: str
+    metrics: dict[str, float] = Field(description="binary metrics on the evaluation set")
+    params: dict[str, Any] = Field(description="effective trainer parameters (spec params + defaults)")
+    n_train: int
+    n_eval: int
+    train_seconds: float
+    model_size_bytes: int = Field(description="bytes of the files the serving runtime loads")
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a usable model."""
+
+
+class TrainingDivergedError(TrainingError):
+    """The loss became NaN or infinite during training."""
+
+    def __init__(self, model_name: str, epoch: int, learning_rate: float | None = None) -> None:
+        self.model_name = model_name
+        self.epoch = epoch
+        self.learning_rate = learning_rate
+        lr = f" (learning_rate={learning_rate:g})" if learning_rate is not None else ""
+        super().__init__(
+            f"training {model_name!r} diverged: the loss became NaN/inf in epoch {epoch}{lr}. "
+            "Lower trainer.params.learning_rate in the spec (e.g. by 10x) and check the training "
+            "data for extreme values."
+        )
+
+
+class FeatureSchemaError(ValueError):
+    """A frame does not carry the spec's features or target in a usable form."""
+
+
+class PredictionContractError(RuntimeError):
+    """A model's predictions do not follow the model-artifact contract."""
+
+
+def feature_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
+    """The spec's raw feature columns in spec order, cast the way every Conveyor model expects.
+
+    Numeric features become float64 (missing values stay NaN); categorical features become
+    ``object`` columns of ``str`` with missing values kept as ``None``. Extra columns are dropped.
+
+    Raises:
+        FeatureSchemaError: a feature column is absent or a numeric one holds non-numbers.
+    """
+    missing = [name for name in spec.feature_names if name not in df.columns]
+    if missing:
+        raise FeatureSchemaError(
+            f"model {spec.name!r}: the frame lacks feature columns {missing}; it has "
+            f"{list(df.columns)}. Pass a frame with the spec's columns {spec.feature_names}."
+        )
+    columns: dict[str, pd.Series] = {}
+    for numeric in spec.numeric_features:
+        try:
+            columns[numeric.name] = pd.to_numeric(df[numeric.name], errors="raise").astype("float64")
+        except (TypeError, ValueError) as exc:
+            raise FeatureSchemaError(
+                f"model {spec.name!r}: numeric feature {numeric.name!r} holds non-numeric values "
+                f"({exc}); fix the data or declare the feature as categorical in the spec."
+            ) from exc
+    for categorical in spec.categorical_features:
+        columns[categorical.name] = (
+            df[categorical.name].astype(object).map(_category_or_none).astype(object)
+        )
+    return pd.DataFrame(columns, index=df.index)
+
+
+def _category_or_none(value: Any) -> str | None:
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return None
+    return str(value)
+
+
+def target_vector(spec: ModelSpec, df: pd.DataFrame) -> np.ndarray:
+    """The 0/1 target of ``df`` as int64, positive meaning ``spec.data.positive_label``.
+
+    Raises:
+        FeatureSchemaError: the target column is absent, has missing values or other labels.
+    """
+    name = spec.data.target
+    if name not in df.columns:
+        raise FeatureSchemaError(
+            f"model {spec.name!r}: the frame has no target column {name!r}; it has {list(df.columns)}."
+        )
+    target = df[name]
+    if target.isna().any():
+        raise FeatureSchemaError(
+            f"model {spec.name!r}: target {name!r} has {int(target.isna().sum())} missing values; "
+            "drop unlabelled rows before training (the data contract should have caught them)."
+        )
+    positive = spec.data.positive_label
+    values = set(pd.unique(target).tolist())
+    if len(values - {positive}) > 1:
+        raise FeatureSchemaError(
+            f"model {spec.name!r}: target {name!r} must be binary (positive label {positive}), "
+            f"found values {sorted(map(str, values))}."
+        )
+    return (target.to_numpy() == positive).astype(np.int64)
+
+
+def prediction_frame(probability: Any) -> pd.DataFrame:
+    """The contract's output frame: ``probability`` float64 and ``prediction`` int64 (>= 0.5)."""
+    proba = np.asarray(probability, dtype=np.float64).reshape(-1)
+    return pd.DataFrame({"probability": proba, "prediction": (proba >= 0.5).astype(np.int64)})
+
+
+def check_prediction_frame(frame: Any, n_rows: int, *, where: str = "model") -> pd.DataFrame:
+    """Check that ``frame`` follows the prediction contract and has ``n_rows`` rows.
+
+    Raises:
+        PredictionContractError: wrong type, columns, dtypes, row count, or non-finite values.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise PredictionContractError(f"{where} returned {type(frame).__name__}, expected a DataFrame")
+    if tuple(frame.columns) != PREDICTION_COLUMNS:
+        raise PredictionContractError(
+            f"{where} returned columns {list(frame.columns)}, expected {list(PREDICTION_COLUMNS)}"
+        )
+    dtypes = (str(frame["probability"].dtype), str(frame["prediction"].dtype))
+    if dtypes != ("float64", "int64"):
+        raise PredictionContractError(f"{where} returned dtypes {dtypes}, expected (float64, int64)")
+    if len(frame) != n_rows:
+        raise PredictionContractError(f"{where} returned {len(frame)} rows for {n_rows} inputs")
+    proba = frame["probability"].to_numpy()
+    if not np.all(np.isfinite(proba)) or np.any((proba < 0) | (proba > 1)):
+        raise PredictionContractError(f"{where} returned probabilities outside [0, 1] or non-finite")
+    return frame
+
+
+def signature_for(spec: ModelSpec) -> ModelSignature:
+    """The MLflow signature of every model of ``spec`` (inputs: double/string, all required)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = [ColSpec("double", f.name) for f in spec.numeric_features]
+    inputs += [ColSpec("string", f.name) for f in spec.categorical_features]
+    outputs = [ColSpec("double", "probability"), ColSpec("long", "prediction")]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))  # type: ignore[arg-type]
+
+
+def pinned_requirements(*dists: str) -> list[str]:
+    """``name==version`` pins of the base requirements plus ``dists``, from installed metadata.
+
+    Raises:
+        TrainingError: a distribution is not installed here, so its version cannot be pinned.
+    """
+    pins: list[str] = []
+    for dist in dict.fromkeys((*BASE_REQUIREMENTS, *dists)):
+        try:
+            pins.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError as exc:
+            raise TrainingError(
+                f"cannot pin requirement {dist!r}: it is not installed in this environment; "
+                "install the pinned requirements.txt."
+            ) from exc
+    return pins
+
+
+def _json_value(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_golden_rows(
+    spec: ModelSpec,
+    model_predict_fn: Callable[[pd.DataFrame], pd.DataFrame],
+    eval_df: pd.DataFrame,
+    path: str | os.PathLike[str],
+) -> Path:
+    """Write ``golden_rows.json``: the first ``spec.deploy.golden_rows`` eval rows and this model's
+    offline predictions for them (missing values as JSON ``null``).
+
+    Raises:
+        PredictionContractError: ``model_predict_fn`` breaks the prediction contract.
+    """
+    rows = feature_frame(spec, eval_df).head(spec.deploy.golden_rows)
+    if rows.empty:
+        raise FeatureSchemaError(f"model {spec.name!r}: no evaluation rows to take golden rows from")
+    outputs = check_prediction_frame(model_predict_fn(rows), len(rows), where="golden-row prediction")
+    document = {
+        "inputs": [
+            {name: _json_value(value) for name, value in record.items()}
+            for record in rows.to_dict(orient="records")
+        ],
+        "outputs": {
+            "probability": [float(v) for v in outputs["probability"]],
+            "prediction": [int(v) for v in outputs["prediction"]],
+        },
+    }
+    out = Path(path)
+    out.write_text(json.dumps(document, indent=2, allow_nan=False))
+    return out
+
+
+def write_reference(spec: ModelSpec, train_df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write ``reference.parquet``: up to 5,000 training rows (features + target) for drift checks.
+
+    Larger frames are sampled with the trainer's seed and keep their original order.
+    """
+    frame = feature_frame(spec, train_df)
+    frame[spec.data.target] = target_vector(spec, train_df)
+    if len(frame) > REFERENCE_MAX_ROWS:
+        frame = frame.sample(n=REFERENCE_MAX_ROWS, random_state=spec.trainer.seed).sort_index()
+    out = Path(path)
+    frame.reset_index(drop=True).to_parquet(out, index=False)
+    return out
+
+
+def input_example(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
+    """A few raw rows for the MLflow input example, complete ones first (JSON has no NaN)."""
+    frame = feature_frame(spec, df)
+    complete = frame.dropna()
+    return (complete if len(complete) else frame).head(INPUT_EXAMPLE_ROWS).reset_index(drop=True)
+
+
+def mlflow_client() -> MlflowClient:
+    """A client on the configured tracking URI (``CONVEYOR_MLFLOW_TRACKING_URI``)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
+
+
+@contextmanager
+def active_run(run_id: str) -> Iterator[None]:
+    """Make the existing MLflow run ``run_id`` the active run, restoring its status afterwards.
+
+    One MLflow run spans a whole DAG run and every task logs into it, so a task must neither
+    finish nor fail the run: whatever status it had before is put back on exit.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
+    current = mlflow.active_run()
+    if current is not None and current.info.run_id == run_id:
+        yield
+        return
+    if current is not None:
+        raise TrainingError(
+            f"cannot log into MLflow run {run_id}: another run ({current.info.run_id}) is active in "
+            "this process; end it first."
+        )
+    previous_status = mlflow_client().get_run(run_id).info.status
+    mlflow.start_run(run_id=run_id)
+    try:
+        yield
+    finally:
+        mlflow.end_run(status=previous_status)
+
+
+def log_pyfunc_model(
+    spec: ModelSpec,
+    code_path: str | os.PathLike[str],
+    artifacts: Mapping[str, str | os.PathLike[str]],
+    run_id: str,
+    *,
+    pip_requirements: Sequence[str],
+    example: pd.DataFrame | None = None,
+    model_config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    name: str = "model",
+) -> ModelInfo:
+    """Log a models-from-code pyfunc into the existing run ``run_id`` per the artifact contract.
+
+    Args:
+        spec: the model's spec (gives the signature).
+        code_path: the ``.py`` file that calls ``mlflow.models.set_model``.
+        artifacts: name → local file; must include ``golden_rows`` and ``reference`` files named
+            ``golden_rows.json`` and ``reference.parquet``.
+        run_id: the DAG run's MLflow run.
+        pip_requirements: pinned requirements (see :func:`pinned_requirements`); never inferred.
+        example: a few raw feature rows stored as the input example.
+        model_config: passed to the pyfunc as ``context.model_config``.
+        tags: tags of the logged model.
+        name: the logged model's name.
+
+    Returns:
+        The ``ModelInfo``; its ``model_uri`` (``models:/m-...``) is what later steps load.
+    """
+    import mlflow
+
+    names = {Path(p).name for p in artifacts.values()}
+    missing = {GOLDEN_ROWS_FILE, REFERENCE_FILE} - names
+    if missing:
+        raise TrainingError(
+            f"model {spec.name!r}: refusing to log a model without {sorted(missing)}; "
+            "write them with write_golden_rows / write_reference first."
+        )
+    with active_run(run_id):
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=os.fspath(code_path),
+            artifacts={key: os.fspath(value) for key, value in artifacts.items()},
+            signature=signature_for(spec),
+            input_example=example,
+            pip_requirements=list(pip_requirements),
+            model_config=dict(model_config or {}),
+            tags=dict(tags or {}),
+        )
+    return info
+
+
+def files_size(paths: Sequence[str | os.PathLike[str]]) -> int:
+    """Total size in bytes of ``paths``."""
+    return sum(Path(p).stat().st_size for p in paths)

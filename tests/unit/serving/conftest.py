@@ -1,0 +1,145 @@
+"""Fixtures for the model-server tests: one real MLflow store with tiny logged models per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+
+def _load_support() -> ModuleType:
+    # Loaded by path so the helper works whatever pytest's import mode and package layout are.
+    name = "conveyor_test_serving_support"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("support.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+support = _load_support()
+
+TOKEN = "s3cret-admin-token"
+REGISTERED = "conveyor-test-tiny"
+
+
+@dataclass
+class Store:
+    """A session's MLflow store: tracking URI, model URIs by role and their weights."""
+
+    root: Path
+    tracking_uri: str
+    train: Any
+    uris: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _no_global_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point MLflow's process-global default at an empty store: code that forgets its explicit
+    tracking URI fails here instead of quietly reading (or creating) ./mlflow.db."""
+    decoy = tmp_path_factory.mktemp("decoy") / "global-default-must-not-be-used.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{decoy}")
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def support_module() -> ModuleType:
+    return support
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """``conveyor-test-tiny`` v1 (@champion), v2 (a better candidate), v3 (golden rows it fails)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    train = support.make_frame(300, seed=0)
+    out = Store(root=root, tracking_uri=tracking_uri, train=train)
+    roles = {
+        "good": {},
+        "candidate": {"offset": 0.4},
+        "bad_golden": {"corrupt_golden": True},
+    }
+    for role, kwargs in roles.items():
+        uri, weights = support.log_tiny_model(tracking_uri, train, artifact_root=root / "artifacts", **kwargs)
+        out.uris[role], out.weights[role] = uri, weights
+        out.versions[role] = support.register(
+            tracking_uri, REGISTERED, uri, alias="champion" if role == "good" else None
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def specs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny`` (has a champion) and ``pending`` (registered model does not exist yet)."""
+    path = tmp_path_factory.mktemp("specs")
+    support.write_spec(path, "tiny", REGISTERED)
+    support.write_spec(path, "pending", "conveyor-test-pending")
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Shared so the model cache (<home>/serving/cache) is filled once per session.
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture
+def make_settings(store: Store, specs_dir: Path, server_home: Path, tmp_path: Path) -> Any:
+    from conveyor.settings import Settings
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "home": server_home,
+            "specs_dir": specs_dir,
+            "mlflow_tracking_uri": store.tracking_uri,
+            "data_root": (tmp_path / "data").as_uri(),
+            "model_server_token": TOKEN,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def start_app() -> Iterator[Any]:
+    """Start an app (lifespan included) and wait for its first load pass."""
+    from fastapi.testclient import TestClient
+
+    from conveyor.serving.app import create_app
+
+    opened: list[Any] = []
+
+    def start(settings: Any, **kwargs: Any) -> TestClient:
+        app = create_app(settings, load_attempts=1, **kwargs)
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        assert app.state.server.initial_load_done.wait(120), "models did not load within 120 s"
+        return client
+
+    yield start
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def app_client(make_settings: Any, start_app: Any) -> Any:
+    return start_app(make_settings())
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
