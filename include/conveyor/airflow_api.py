@@ -383,7 +383,7 @@ class AirflowClient:
 
     def set_pool(self, name: str, slots: int, description: str | None = None) -> str:
         """Create or update a pool. Returns ``"created"`` or ``"updated"``."""
-        body: dict[str, Any] = {"name": name, "slots": slots}
+        body: dict[str, Any] = {"name": name, "slots": slots, "include_deferred": False}
         if description is not None:
             body["description"] = description
         response = self._request("POST", "/api/v2/pools", json=body, expect=(201, 409))

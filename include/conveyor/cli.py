@@ -85,7 +85,7 @@ def up(
     ] = False,
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for every component to be healthy.")
-    ] = 300.0,
+    ] = 600.0,
     airflow_port: Annotated[
         int | None, typer.Option(help="Airflow UI/API port [CONVEYOR_AIRFLOW_PORT].")
     ] = None,

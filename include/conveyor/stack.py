@@ -7,7 +7,8 @@ Everything lives under one git-ignored folder, ``settings.home`` (``<repo>/.conv
       supervisord.pid         supervisor.sock (or /tmp/conveyor-<hash>.sock when the path is long)
       stack.json              generated local secrets and the ports in use (mode 0600)
       logs/                   airflow.log, mlflow.log, model-server.log, supervisord.log
-      airflow/                AIRFLOW_HOME: airflow.cfg, airflow.db (SQLite), task logs, and
+      airflow/                AIRFLOW_HOME: airflow.cfg, airflow.db (SQLite), logs/ (task logs),
+                              plugins/ (AirflowPlugin classes only; see airflow_env) and
                               simple_auth_manager_passwords.json.generated (the admin password)
       mlflow/                 mlflow.db (SQLite) and artifacts/ (served through the tracking server)
       data/                   the default data root (landing batches, snapshots, prediction logs)
@@ -16,8 +17,8 @@ The three programs run under supervisord (from the ``supervisor`` package): it d
 them running, captures their output into ``logs/`` and answers XML-RPC on a unix socket, which is
 how :func:`status` and :func:`down` talk to it. Airflow is configured for a small machine
 (LocalExecutor with low parallelism, examples off, DAGs unpaused at creation, a 10 s DAG-folder
-refresh) entirely through ``AIRFLOW__*`` variables, so the checkout's ``dags/`` and ``plugins/``
-are used in place.
+refresh) entirely through ``AIRFLOW__*`` variables, so the checkout's ``dags/`` is used in place
+and ``conveyor``/``conveyor_airflow`` are imported from the (editable) install.
 
 Once Airflow answers, :func:`apply_airflow_settings` loads ``airflow_settings.yaml`` (connections,
 pools, variables) through the REST API, with ``${CONVEYOR_...}`` placeholders filled from the
@@ -61,8 +62,8 @@ COMPONENTS: tuple[str, ...] = ("mlflow", "model-server", "airflow")
 #: The simple auth manager's only user on the local stack (standalone generates its password).
 AIRFLOW_USERNAME = "admin"
 AIRFLOW_SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
-#: Seconds ``up`` waits for every component to be healthy (a cold start takes ~40-60 s on 2 cores).
-DEFAULT_UP_TIMEOUT = 300.0
+#: Seconds ``up`` waits for every component to be healthy (a cold start takes 40 s to minutes on 2 cores).
+DEFAULT_UP_TIMEOUT = 600.0
 LOCALHOST = "127.0.0.1"
 
 # Airflow sizing for a 2-core machine: LocalExecutor starts `parallelism` worker processes; training
@@ -141,6 +142,10 @@ class StackPaths:
     @property
     def airflow_home(self) -> Path:
         return self.home / "airflow"
+
+    @property
+    def airflow_plugins(self) -> Path:
+        return self.airflow_home / "plugins"
 
     @property
     def airflow_password_file(self) -> Path:
@@ -404,7 +409,11 @@ def airflow_env(settings: Settings, state: StackState, paths: StackPaths) -> dic
     return {
         "AIRFLOW_HOME": str(paths.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        # Not <repo>/plugins: Airflow imports every .py under the plugins folder as a top-level
+        # module named after the file, so conveyor_airflow/hooks/mlflow.py would replace the real
+        # `mlflow` in sys.modules of every Airflow process. conveyor_airflow is installed
+        # (editable) and imports normally; this folder is for AirflowPlugin classes only.
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(paths.airflow_plugins),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(AIRFLOW_PARALLELISM),
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(AIRFLOW_MAX_ACTIVE_TASKS_PER_DAG),
@@ -726,7 +735,7 @@ def _new_state(settings: Settings, previous: StackState | None) -> StackState:
 
 
 def _prepare_home(settings: Settings, paths: StackPaths) -> None:
-    for folder in (paths.logs_dir, paths.airflow_home, paths.mlflow_artifacts):
+    for folder in (paths.logs_dir, paths.airflow_plugins, paths.mlflow_artifacts):
         folder.mkdir(parents=True, exist_ok=True)
     parsed = urlparse(settings.data_root)
     if parsed.scheme in ("", "file"):
@@ -876,7 +885,7 @@ def _wait_healthy(
 ) -> None:
     deadline = time.monotonic() + timeout
     applied = airflow_settings_path is None
-    last_message = ""
+    last_message = apply_error = ""
     while True:
         procs = _process_info(paths)
         for name in COMPONENTS:
@@ -899,7 +908,11 @@ def _wait_healthy(
                 applied = True
                 progress("applied airflow_settings.yaml (connections, pools, variables)")
             except AirflowApiError as exc:
-                progress(f"airflow_settings.yaml not applied yet ({exc})")
+                if exc.status_code in (400, 422):  # the file asks for something Airflow refuses
+                    raise StackError(f"airflow_settings.yaml could not be applied: {exc}") from exc
+                if str(exc) != apply_error:
+                    apply_error = str(exc)
+                    progress(f"airflow_settings.yaml not applied yet ({exc})")
         pending = [f"{n} ({detail})" for n, (ok, detail) in health.items() if not ok]
         if not pending and applied:
             return
@@ -911,7 +924,8 @@ def _wait_healthy(
             name = next((n for n, (ok, _) in health.items() if not ok), "airflow")
             raise ComponentFailedError(
                 name,
-                f"the stack was not healthy within {timeout:.0f}s: {', '.join(pending) or 'settings'}; "
+                f"the stack was not healthy within {timeout:.0f}s: "
+                f"{', '.join(pending) or 'airflow_settings.yaml not applied: ' + apply_error}; "
                 f"full log: {paths.log_file(name)}",
                 tail(paths.log_file(name), 40),
             )

@@ -18,4 +18,4 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
+    return DagBag(dag_folder=str(REPO / "dags"), safe_mode=False)

@@ -54,7 +54,7 @@ def test_dag_file_pulls_in_no_heavy_library(path: Path) -> None:
 
 
 def test_training_dag_structure(dagbag) -> None:  # type: ignore[no-untyped-def]
-    dag = dagbag.get_dag("conveyor_train_churn")
+    dag = dagbag.dags["conveyor_train_churn"]
     ids = {t.task_id for t in dag.tasks}
     assert ids == {"validate_data", "train", "evaluate_gate", "gate", "compress", "not_promoted", "register"}
     down = {t.task_id: {d.task_id for d in t.downstream_list} for t in dag.tasks}
@@ -67,8 +67,8 @@ def test_training_dag_structure(dagbag) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_deploy_dag_is_fed_by_the_registry_watcher(dagbag) -> None:  # type: ignore[no-untyped-def]
-    dag = dagbag.get_dag("conveyor_deploy")
-    assets = list(dag.timetable.asset_condition.iter_assets())
-    assert [a.name for _, a in assets] == ["mlflow_registry_aliases"]
-    watcher = assets[0][1].watchers[0]
+    dag = dagbag.dags["conveyor_deploy"]
+    assets = list(dag.timetable.asset_condition.objects)
+    assert [a.name for a in assets] == ["mlflow_registry_aliases"]
+    watcher = assets[0].watchers[0]
     assert type(watcher.trigger).__name__ == "MlflowAliasChangedTrigger"

@@ -1,1 +1,273 @@
-"""compression."""
+"""Compression: build smaller variants of a trained model and keep the best one within budget.
+
+Each variant is logged as its own pyfunc (artifact contract included: its own golden rows, the
+original's reference) and measured in the runtime that would serve it: the pyfunc loaded back
+from MLflow, predicting on the evaluation rows (primary-metric drop) and on single rows (p50
+latency). The smallest accepted variant wins; when none is accepted the uncompressed model ships.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from conveyor.compression.tflite import CompressionError
+from conveyor.training.base import (
+    TrainResult,
+    feature_frame,
+    input_example,
+    log_pyfunc_model,
+    mlflow_client,
+    model_config_for,
+    target_vector,
+    tracking_scope,
+    tracking_uri,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from conveyor.config import ModelSpec
+
+__all__ = ["CompressionError", "CompressionResult", "VariantReport", "compress"]
+
+NONE = "none"
+REPORT_ARTIFACT = "compression/report.json"
+#: Single-row predictions timed per variant (after a short warm-up).
+LATENCY_SAMPLES = 50
+LATENCY_WARMUP = 5
+
+
+class VariantReport(BaseModel):
+    """One model variant measured in its serving runtime."""
+
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
+
+    method: str
+    model_uri: str
+    size_bytes: int
+    size_ratio: float
+    metric: float
+    metric_drop: float
+    p50_latency_ms: float
+    accepted: bool
+    reason: str
+
+
+class CompressionResult(BaseModel):
+    """What compression decided (XCom-safe)."""
+
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
+
+    chosen: str
+    model_uri: str
+    primary_metric: str
+    max_metric_drop: float
+    reason: str
+    baseline: VariantReport | None = None
+    variants: list[VariantReport] = []
+
+
+def compress(
+    spec: ModelSpec,
+    train_result: TrainResult,
+    train_df: pd.DataFrame,
+    eval_df: pd.DataFrame,
+    run_id: str,
+) -> CompressionResult:
+    """Build, log and measure ``spec.compression.methods`` variants of ``train_result``'s model.
+
+    ``train_df`` is accepted for methods that need training data (distillation, calibration); the
+    TFLite dynamic-range variant does not. The decision is logged into run ``run_id`` as metrics
+    ``compression.<method>.*``, the tag ``conveyor.compression`` and ``compression/report.json``.
+
+    Returns:
+        ``chosen`` names the accepted method (or ``"none"``) and ``model_uri`` the model to register.
+    """
+    methods: list[str] = [m for m in spec.compression.methods if m != NONE]
+    primary = spec.gate.primary_metric
+    budget = spec.compression.max_metric_drop
+    if not methods:
+        reason = "the spec asks for no compression (compression.methods: [none])"
+        result = _uncompressed(train_result, primary, budget, reason)
+    elif train_result.trainer != "keras_mlp":
+        reason = f"{methods} need a Keras model; a {train_result.trainer} model ships uncompressed"
+        result = _uncompressed(train_result, primary, budget, reason)
+    else:
+        with tracking_scope():
+            result = _compress_keras(spec, train_result, eval_df, run_id, methods)
+    _log_decision(run_id, result)
+    return result
+
+
+def _uncompressed(train_result: TrainResult, primary: str, budget: float, reason: str) -> CompressionResult:
+    return CompressionResult(
+        chosen=NONE,
+        model_uri=train_result.model_uri,
+        primary_metric=primary,
+        max_metric_drop=budget,
+        reason=reason,
+    )
+
+
+def _compress_keras(
+    spec: ModelSpec, train_result: TrainResult, eval_df: pd.DataFrame, run_id: str, methods: list[str]
+) -> CompressionResult:
+    import mlflow
+
+    from conveyor.compression.tflite import PYFUNC_CODE, build_tflite_variant
+
+    primary = spec.gate.primary_metric
+    budget = spec.compression.max_metric_drop
+    features = feature_frame(spec, eval_df)
+    labels = target_vector(spec, eval_df)
+    with tempfile.TemporaryDirectory(prefix="conveyor-compress-") as tmp:
+        original_dir = mlflow.artifacts.download_artifacts(
+            artifact_uri=train_result.model_uri,
+            dst_path=str(Path(tmp) / "original"),
+            tracking_uri=tracking_uri(),
+        )
+        baseline_metric, baseline_latency = _measure(
+            mlflow.pyfunc.load_model(original_dir), features, labels, primary
+        )
+        baseline = VariantReport(
+            method=NONE,
+            model_uri=train_result.model_uri,
+            size_bytes=train_result.model_size_bytes,
+            size_ratio=1.0,
+            metric=baseline_metric,
+            metric_drop=0.0,
+            p50_latency_ms=baseline_latency,
+            accepted=True,
+            reason="the uncompressed model (fallback)",
+        )
+        variants = []
+        for method in methods:
+            if method != "tflite_dynamic_range":
+                raise CompressionError(
+                    f"unknown compression method {method!r}; use tflite_dynamic_range or none in the spec"
+                )
+            artifacts, requirements, size_files = build_tflite_variant(
+                spec, original_dir, eval_df, Path(tmp) / method, quantize=True
+            )
+            info = log_pyfunc_model(
+                spec,
+                PYFUNC_CODE,
+                artifacts,
+                run_id,
+                pip_requirements=requirements,
+                example=input_example(spec, eval_df),
+                model_config=model_config_for(spec),
+                tags={
+                    "conveyor.trainer": train_result.trainer,
+                    "conveyor.compression": method,
+                    "conveyor.parent_model_uri": train_result.model_uri,
+                },
+            )
+            metric, latency = _measure(mlflow.pyfunc.load_model(info.model_uri), features, labels, primary)
+            size = sum(p.stat().st_size for p in size_files)
+            variants.append(_judge(method, info.model_uri, size, metric, latency, baseline, primary, budget))
+
+    accepted = sorted((v for v in variants if v.accepted), key=lambda v: (v.size_bytes, v.p50_latency_ms))
+    if accepted:
+        best = accepted[0]
+        return CompressionResult(
+            chosen=best.method,
+            model_uri=best.model_uri,
+            primary_metric=primary,
+            max_metric_drop=budget,
+            reason=f"{best.method}: {best.reason}",
+            baseline=baseline,
+            variants=variants,
+        )
+    return CompressionResult(
+        chosen=NONE,
+        model_uri=train_result.model_uri,
+        primary_metric=primary,
+        max_metric_drop=budget,
+        reason="no variant within budget; shipping the uncompressed model",
+        baseline=baseline,
+        variants=variants,
+    )
+
+
+def _judge(
+    method: str,
+    model_uri: str,
+    size: int,
+    metric: float,
+    latency: float,
+    baseline: VariantReport,
+    primary: str,
+    budget: float,
+) -> VariantReport:
+    from conveyor.evaluation.metrics import LOWER_IS_BETTER
+
+    drop = metric - baseline.metric if primary in LOWER_IS_BETTER else baseline.metric - metric
+    ratio = size / baseline.size_bytes if baseline.size_bytes else float("inf")
+    if math.isnan(drop):
+        accepted, reason = False, f"{primary} is undefined on the evaluation set (one class only?)"
+    elif drop > budget:
+        accepted, reason = False, f"{primary} drops by {drop:.4f}, over the budget of {budget:.4f}"
+    elif ratio >= 1.0:
+        accepted, reason = False, f"not smaller than the original ({ratio:.2f}x its size)"
+    else:
+        accepted = True
+        reason = f"{primary} drop {drop:.4f} within {budget:.4f}; {ratio:.1%} of the original size"
+    return VariantReport(
+        method=method,
+        model_uri=model_uri,
+        size_bytes=size,
+        size_ratio=ratio,
+        metric=metric,
+        metric_drop=drop,
+        p50_latency_ms=latency,
+        accepted=accepted,
+        reason=reason,
+    )
+
+
+def _measure(model: Any, features: pd.DataFrame, labels: np.ndarray, primary: str) -> tuple[float, float]:
+    """The primary metric on all rows, and the p50 latency (ms) of single-row predictions."""
+    from conveyor.evaluation.metrics import binary_metrics
+
+    probability = model.predict(features)["probability"].to_numpy()
+    metric = binary_metrics(labels, probability)[primary]
+    rows = [features.iloc[[i % len(features)]] for i in range(min(len(features), LATENCY_SAMPLES))]
+    for row in rows[:LATENCY_WARMUP]:
+        model.predict(row)
+    timings = []
+    for i in range(LATENCY_SAMPLES):
+        row = rows[i % len(rows)]
+        started = time.perf_counter()
+        model.predict(row)
+        timings.append((time.perf_counter() - started) * 1000.0)
+    return float(metric), float(np.median(timings))
+
+
+def _log_decision(run_id: str, result: CompressionResult) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = []
+    for report in [*([result.baseline] if result.baseline else []), *result.variants]:
+        prefix = f"compression.{report.method}"
+        values = {
+            "size_bytes": float(report.size_bytes),
+            "size_ratio": report.size_ratio,
+            "metric_drop": report.metric_drop,
+            "p50_latency_ms": report.p50_latency_ms,
+            "accepted": float(report.accepted),
+        }
+        metrics += [Metric(f"{prefix}.{key}", float(value), now, 0) for key, value in values.items()]
+    client = mlflow_client()
+    if metrics:
+        client.log_batch(run_id, metrics=metrics)
+    client.set_tag(run_id, "conveyor.compression", result.chosen)
+    client.log_dict(run_id, result.model_dump(mode="json"), REPORT_ARTIFACT)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.config import ModelSpec
 from conveyor.data.landing import MISSING_COLUMNS_ATTR, SOURCES_ATTR
+from conveyor.errors import PermanentError
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -129,7 +130,7 @@ class ValidationReport(BaseModel):
         return sorted(found)
 
 
-class DataValidationError(Exception):
+class DataValidationError(PermanentError):
     """A batch broke its model's data contract; ``report`` holds the details."""
 
     def __init__(self, report: ValidationReport, event_time_column: str = "event_date") -> None:
@@ -313,6 +314,11 @@ def _failed_check(
     if errors:
         if column is not None and column not in df.columns:
             detail = f"not evaluated: column {column!r} is missing from the batch"
+        elif column is not None and expectation == "expect_column_values_to_be_between":
+            detail = (
+                f"not evaluated: column {column!r} (dtype {df[column].dtype}) holds values that cannot be "
+                f"compared with the bounds; fix its type first (GX: {errors[0]})"
+            )
         elif column is not None:
             detail = f"not evaluated on column {column!r} (dtype {df[column].dtype}): {errors[0]}"
         else:

@@ -165,11 +165,12 @@ def generate_churn(spec: ModelSpec, n_rows: int, day: dt.date, seed: int, drift:
     churned[flips] = 1 - churned[flips]
 
     width = max(5, len(str(n)))
-    ids = [f"C{day:%Y%m%d}{i:0{width}d}" for i in range(1, n + 1)]
+    prefix = f"C{day:%Y%m%d}"
+    ids = [f"{prefix}{i:0{width}d}" for i in range(1, n + 1)]
     frame = pd.DataFrame(
         {
             data.id_column: pd.Series(ids, dtype="object"),
-            data.event_time_column: pd.Series(pd.to_datetime([day] * n)).astype("datetime64[ns]"),
+            data.event_time_column: np.full(n, np.datetime64(day.isoformat(), "ns")),
             "tenure_months": tenure.astype("float64"),
             "monthly_charges": monthly.astype("float64"),
             "total_charges": total.astype("float64"),
@@ -206,7 +207,6 @@ def breast_cancer_batches(
         DemoDataError: bad ``days``/``drift``, or a spec feature scikit-learn's data lacks.
     """
     import numpy as np
-    import pandas as pd
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer(as_frame=True)
@@ -237,14 +237,13 @@ def breast_cancer_batches(
     for k, chunk in enumerate(np.array_split(order, days)):
         day = end_day - dt.timedelta(days=days - 1 - k)
         batch = frame.iloc[np.sort(chunk)].reset_index(drop=True)
-        batch.insert(1, data.event_time_column, pd.Series(pd.to_datetime([day] * len(batch))))
-        batch[data.event_time_column] = batch[data.event_time_column].astype("datetime64[ns]")
+        batch.insert(1, data.event_time_column, np.full(len(batch), np.datetime64(day.isoformat(), "ns")))
         batches.append((day, batch[spec.columns]))
     return batches
 
 
 def corrupt(df: pd.DataFrame, spec: ModelSpec, kinds: Iterable[str], seed: int = 0) -> pd.DataFrame:
-    """A copy of ``df`` broken in the named ways (the input is left alone).
+    """A copy of ``df`` (with a fresh ``RangeIndex``) broken in the named ways; ``df`` is left alone.
 
     Kinds (applied in :data:`CORRUPTION_KINDS` order, each on a different column where it picks one):
 
@@ -267,7 +266,7 @@ def corrupt(df: pd.DataFrame, spec: ModelSpec, kinds: Iterable[str], seed: int =
     if unknown:
         raise DemoDataError(f"unknown corruption kinds {unknown}; known: {list(CORRUPTION_KINDS)}")
     rng = _rng(seed, 7919)
-    out = df.copy()
+    out = df.reset_index(drop=True)  # a copy; rows are picked by position
     touched: set[str] = set()
     numeric = [f for f in spec.numeric_features if f.name in out.columns]
 
@@ -294,12 +293,15 @@ def corrupt(df: pd.DataFrame, spec: ModelSpec, kinds: Iterable[str], seed: int =
             keep = max(1, min(len(out), spec.data.min_rows) // 5)
             out = out.iloc[:keep].reset_index(drop=True)
         elif kind == "duplicate_ids":
-            rows = some_rows()
             if len(out) < 2:
                 raise DemoDataError("corrupt('duplicate_ids') needs at least 2 rows")
+            # Each chosen row takes the id of the row before it: a re-sent record.
+            rows = some_rows()
+            rows = rows[(rows > 0) & ~np.isin(rows - 1, rows)]
+            if not len(rows):
+                rows = np.array([1])
             id_col = spec.data.id_column
-            source_row = 0 if rows[0] != 0 else 1
-            out.loc[rows[rows != source_row], id_col] = out.at[source_row, id_col]
+            out.loc[rows, id_col] = out[id_col].to_numpy()[rows - 1]
         elif kind == "nulls":
             name = pick_numeric(kind)
             limit = next(f.max_null_fraction for f in numeric if f.name == name)

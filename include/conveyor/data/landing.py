@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.config import ModelSpec
 from conveyor.data import storage
+from conveyor.errors import PermanentError
 from conveyor.settings import get_settings
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ MISSING_COLUMNS_ATTR = "conveyor.missing_columns"
 _DATE_DIR = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
 
 
-class NoDataError(RuntimeError):
+class NoDataError(PermanentError, RuntimeError):
     """No landed batch in the requested window."""
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from conveyor.config import ModelSpec
 from conveyor.data import storage
+from conveyor.errors import PermanentError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +31,7 @@ _SPLIT_SALT = b"conveyor.split.v1:"
 _FINGERPRINT_VERSION = "v1"
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(PermanentError, RuntimeError):
     """A snapshot cannot be frozen or read back as recorded."""
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from conveyor.config import ModelSpec
 from conveyor.errors import PermanentError
 from conveyor.evaluation.gate import GateDecision, PairedTest, decide, paired_bootstrap
-from conveyor.evaluation.metrics import METRIC_NAMES, binary_metrics
+from conveyor.evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES, binary_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,7 +73,9 @@ def _check_frame(spec: ModelSpec, eval_df: pd.DataFrame) -> None:
             f"and target {spec.data.target!r} (the frozen eval snapshot does)"
         )
     if len(eval_df) == 0:
-        raise EvaluationDataError(f"evaluation frame for {spec.name} has no rows; freeze a non-empty snapshot")
+        raise EvaluationDataError(
+            f"evaluation frame for {spec.name} has no rows; freeze a non-empty snapshot"
+        )
     unlabeled = int(eval_df[spec.data.target].isna().sum())
     if unlabeled:
         raise EvaluationDataError(
@@ -80,19 +84,19 @@ def _check_frame(spec: ModelSpec, eval_df: pd.DataFrame) -> None:
         )
 
 
-def _load_pyfunc(model_uri: str, client: MlflowClient | None, workdir: str) -> Any:
-    import mlflow.artifacts
+@contextmanager
+def _loaded_pyfunc(model_uri: str, client: MlflowClient | None) -> Iterator[Any]:
+    """The pyfunc model; its files stay available until the block ends (some flavors read lazily)."""
     import mlflow.pyfunc
 
     if client is None:
-        return mlflow.pyfunc.load_model(model_uri, dst_path=workdir)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=model_uri,
-        dst_path=workdir,
-        tracking_uri=client.tracking_uri,
-        registry_uri=getattr(client, "_registry_uri", None),
-    )
-    return mlflow.pyfunc.load_model(local)
+        with tempfile.TemporaryDirectory(prefix="conveyor-score-") as workdir:
+            yield mlflow.pyfunc.load_model(model_uri, dst_path=workdir)
+        return
+    from conveyor.registry.versions import local_model_dir
+
+    with local_model_dir(client, model_uri) as path:
+        yield mlflow.pyfunc.load_model(str(path))
 
 
 def score_on_snapshot(
@@ -116,9 +120,9 @@ def score_on_snapshot(
     """
     _check_frame(spec, eval_df)
     features = eval_df[spec.feature_names]
-    with tempfile.TemporaryDirectory(prefix="conveyor-score-") as workdir:
+    with ExitStack() as stack:
         try:
-            model = _load_pyfunc(model_uri, client, workdir)
+            model = stack.enter_context(_loaded_pyfunc(model_uri, client))
         except Exception as exc:
             raise ModelScoringError(
                 f"cannot load model {model_uri!r} for {spec.name}: {type(exc).__name__}: {exc}"
@@ -133,8 +137,8 @@ def score_on_snapshot(
     columns = list(getattr(output, "columns", []))
     if "probability" not in columns:
         raise ModelScoringError(
-            f"model {model_uri!r} returned {type(output).__name__} with columns {columns}; the model contract "
-            "requires a DataFrame with 'probability' and 'prediction' (docs/CONTRACTS.md)"
+            f"model {model_uri!r} returned {type(output).__name__} with columns {columns}; the model "
+            "contract requires a DataFrame with 'probability' and 'prediction' (docs/CONTRACTS.md)"
         )
     probability = np.asarray(output["probability"], dtype=float)
     if probability.shape != (len(eval_df),):
@@ -221,12 +225,13 @@ def _fmt(value: float | None) -> str:
 def report_markdown(decision: GateDecision) -> str:
     """The gate decision as a readable Markdown page (checks, metrics, reasons)."""
     champ = decision.champion_metrics or {}
+    champion_label = f"v{decision.champion_version}" if decision.champion_version else "none (cold start)"
     lines = [
         f"# Gate report: {'PASSED' if decision.passed else 'FAILED'} → `{decision.action}`",
         "",
         f"- mode: `{decision.mode}`",
         f"- primary metric: `{decision.primary_metric}`",
-        f"- champion: {f'v{decision.champion_version}' if decision.champion_version else 'none (cold start)'}",
+        f"- champion: {champion_label}",
     ]
     if decision.champion_error:
         lines.append(f"- champion error: {decision.champion_error}")
@@ -234,7 +239,13 @@ def report_markdown(decision: GateDecision) -> str:
     for check in decision.checks:
         result = ("pass" if check.passed else "FAIL") + (" (info)" if check.informational else "")
         lines.append(f"| `{check.name}` | {_fmt(check.value)} | {_fmt(check.threshold)} | {result} |")
-    lines += ["", "## Metrics on the evaluation snapshot", "", "| metric | challenger | champion | Δ |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Metrics on the evaluation snapshot",
+        "",
+        "| metric | challenger | champion | Δ (challenger - champion) |",
+        "|---|---:|---:|---:|",
+    ]
     for name in METRIC_NAMES:
         if name not in decision.challenger_metrics:
             continue
@@ -248,8 +259,9 @@ def report_markdown(decision: GateDecision) -> str:
             "",
             "## Paired bootstrap",
             "",
-            f"{p.metric}: improvement {_fmt(p.delta)}, {p.confidence:.0%} CI [{_fmt(p.ci_low)}, {_fmt(p.ci_high)}], "
-            f"p = {_fmt(p.p_value)} ({p.n_boot} resamples of {p.n_rows} rows, seed {p.seed}).",
+            f"{p.metric}: improvement {_fmt(p.delta)}, "
+            f"{p.confidence:.0%} CI [{_fmt(p.ci_low)}, {_fmt(p.ci_high)}], p = {_fmt(p.p_value)} "
+            f"({p.n_boot} resamples of {p.n_rows} rows, seed {p.seed}).",
         ]
     lines += ["", "## Reasons", "", *(f"- {reason}" for reason in decision.reasons), ""]
     return "\n".join(lines)
@@ -262,7 +274,7 @@ def _metrics_figure(decision: GateDecision) -> Any | None:
         return None
     names = [m for m in METRIC_NAMES if m in decision.challenger_metrics]
     x = np.arange(len(names))
-    fig = Figure(figsize=(8, 4), dpi=100)
+    fig = Figure(figsize=(8, 4.5), dpi=100)
     ax = fig.add_subplot()
     width = 0.38
     new = [decision.challenger_metrics[m] for m in names]
@@ -275,9 +287,9 @@ def _metrics_figure(decision: GateDecision) -> Any | None:
         for check in decision.checks:
             if check.name == f"floor:{name}" and check.threshold is not None:
                 ax.hlines(check.threshold, i - 0.45, i + 0.45, colors="red", linestyles="dashed")
-    ax.set_xticks(x, names)
+    ax.set_xticks(x, [f"{m}\n(lower is better)" if m in LOWER_IS_BETTER else m for m in names])
     ax.set_title(f"Gate: {'PASSED' if decision.passed else 'FAILED'} ({decision.action}); dashed = floor")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -315,8 +327,13 @@ def write_gate_report(client: MlflowClient, run_id: str, decision: GateDecision)
     values.update({f"challenger_{k}": v for k, v in decision.challenger_metrics.items()})
     values.update({f"champion_{k}": v for k, v in (decision.champion_metrics or {}).items()})
     if decision.paired is not None:
-        values.update({"gate_paired_delta": decision.paired.delta, "gate_paired_ci_low": decision.paired.ci_low})
+        values.update(
+            {"gate_paired_delta": decision.paired.delta, "gate_paired_ci_low": decision.paired.ci_low}
+        )
     metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(v)]
-    tags = [RunTag("conveyor.gate", decision.action), RunTag("conveyor.gate_passed", str(decision.passed).lower())]
+    tags = [
+        RunTag("conveyor.gate", decision.action),
+        RunTag("conveyor.gate_passed", str(decision.passed).lower()),
+    ]
     client.log_batch(run_id, metrics=metrics, tags=tags)
     return paths

@@ -23,6 +23,7 @@ exposes that window:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -195,7 +196,7 @@ def set_alias(
     alias: str,
     version: str | int,
     *,
-    expected_version: str | int | None | _AnyVersion,
+    expected_version: str | int | _AnyVersion | None,
     actor: str,
     reason: str,
     dag_run_id: str | None = None,
@@ -252,13 +253,13 @@ def delete_alias(
     registered_name: str,
     alias: str,
     *,
-    expected_version: str | int | None | _AnyVersion,
+    expected_version: str | int | _AnyVersion | None,
     actor: str,
     reason: str,
     dag_run_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> LedgerEntry:
-    """Remove ``registered_name@alias`` if it still names ``expected_version``; same path as :func:`set_alias`.
+    """Remove ``registered_name@alias`` if it still names ``expected_version`` (same path as set_alias).
 
     An alias that is already unset is a no-op.
 
@@ -275,7 +276,7 @@ def delete_alias(
 def _compare(
     registered_name: str,
     alias: str,
-    expected: str | int | None | _AnyVersion,
+    expected: str | int | _AnyVersion | None,
     current: str | None,
     target: str | None,
     actor: str,
@@ -363,15 +364,25 @@ def _move(
     if after != target:
         client.set_terminated(run_id, "FAILED")
         raise AliasConflictError(
-            registered_name, alias, expected=current, actual=after, target=target, actor=actor, during_move=True
+            registered_name,
+            alias,
+            expected=current,
+            actual=after,
+            target=target,
+            actor=actor,
+            during_move=True,
         )
     stamp_version = target if target is not None else current
     stamp = "set_at" if target is not None else "removed_at"
     if stamp_version is not None:
-        client.set_model_version_tag(registered_name, stamp_version, f"conveyor.alias.{alias}.{stamp}", moved_at.isoformat())
+        client.set_model_version_tag(
+            registered_name, stamp_version, f"conveyor.alias.{alias}.{stamp}", moved_at.isoformat()
+        )
     client.log_batch(run_id, tags=[RunTag(f"{_TAG}outcome", "moved")])
     client.set_terminated(run_id, "FINISHED")
-    log.info("%s@%s: %s -> %s by %s (%s)", registered_name, alias, _show(current), _show(target), actor, reason)
+    log.info(
+        "%s@%s: %s -> %s by %s (%s)", registered_name, alias, _show(current), _show(target), actor, reason
+    )
     return entry
 
 
@@ -438,8 +449,8 @@ def ledger(
         max_results=limit + 10,  # a little slack: ties on the millisecond are ordered by seq below
         order_by=["attributes.start_time DESC"],
     )
-    runs = sorted(runs, key=lambda r: int(r.data.tags.get(f"{_TAG}seq", "0")), reverse=True)
-    return [_entry_from_run(run) for run in runs[:limit]]
+    newest_first = sorted(runs, key=lambda r: int(r.data.tags.get(f"{_TAG}seq", "0")), reverse=True)
+    return [_entry_from_run(run) for run in newest_first[:limit]]
 
 
 def _entry_from_run(run: Any) -> LedgerEntry:
@@ -449,12 +460,11 @@ def _entry_from_run(run: Any) -> LedgerEntry:
     def opt(value: str | None) -> str | None:
         return None if value in (None, "", _NONE) else value
 
-    try:
-        details = json.loads(tags.get(f"{_TAG}details", "")) if f"{_TAG}details" in tags else {}
-    except json.JSONDecodeError:
-        details = {}
-    if f"{_TAG}details" not in tags:
-        details = {"artifact": f"runs:/{run.info.run_id}/{LEDGER_ARTIFACT}"}
+    # details too large for a tag live only in the entry artifact; point at it instead
+    details: dict[str, Any] = {"artifact": f"runs:/{run.info.run_id}/{LEDGER_ARTIFACT}"}
+    if f"{_TAG}details" in tags:
+        with contextlib.suppress(json.JSONDecodeError):
+            details = json.loads(tags[f"{_TAG}details"])
     moved_at = tags.get(f"{_TAG}moved_at")
     return LedgerEntry(
         ledger_run_id=run.info.run_id,

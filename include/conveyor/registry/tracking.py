@@ -185,7 +185,9 @@ def get_or_create_run(
     found = find_runs_by_dag_run(client, experiment_id, dag_run_id)
     winner = str(found[0].info.run_id) if found else mine
     if winner != mine:
-        log.warning("DAG run %s: a concurrent task created MLflow run %s first; dropping %s", dag_run_id, winner, mine)
+        log.warning(
+            "DAG run %s: a concurrent task created MLflow run %s first; dropping %s", dag_run_id, winner, mine
+        )
         client.delete_run(mine)
     return winner
 
@@ -264,7 +266,7 @@ def store_side_tracking_uri(client: MlflowClient) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved_uri)
+        mlflow.set_tracking_uri(saved_uri)  # type: ignore[arg-type]  # None resets to the default
         if saved_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:

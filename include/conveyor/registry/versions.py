@@ -14,7 +14,8 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,6 @@ class ModelVersionRef(BaseModel):
         source: The version's source (``models:/<model_id>`` for a logged model).
         run_id: The MLflow run the version belongs to.
         artifact_sha256: The ``conveyor.artifact_sha256`` tag, if present.
-        tags: All tags of the version.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -85,7 +85,6 @@ class ModelVersionRef(BaseModel):
     source: str
     run_id: str | None = None
     artifact_sha256: str | None = None
-    tags: dict[str, str] = {}
 
 
 class RegisterResult(ModelVersionRef):
@@ -107,7 +106,6 @@ def _ref(mv: Any) -> ModelVersionRef:
         source=str(mv.source),
         run_id=mv.run_id or None,
         artifact_sha256=tags.get(ARTIFACT_SHA256_TAG),
-        tags=tags,
     )
 
 
@@ -210,46 +208,92 @@ def resolve_logged_model(client: MlflowClient, model_uri: str) -> Any:
     )
 
 
-def model_artifact_sha256(client: MlflowClient, model_uri: str) -> str:
-    """:func:`artifact_sha256` of the files behind ``model_uri``, read through ``client``'s stores.
+def resolve_artifact_location(client: MlflowClient, model_uri: str) -> str:
+    """The artifact-store location of the files behind ``model_uri``, resolved through ``client``.
 
-    Local artifact stores are hashed in place; remote ones are downloaded once to a temporary
-    folder.
+    MLflow's own ``models:/`` resolution (``ModelsArtifactRepository``) asks a *process-wide*
+    client; this asks ``client``, so a task talking to an explicit tracking URI reads the right store.
 
     Args:
         client: MLflow client.
-        model_uri: ``models:/m-...``, ``models:/<name>/<version>``, ``runs:/...`` or an artifact URI.
+        model_uri: ``models:/m-...``, ``models:/<name>/<version>``, ``models:/<name>@<alias>``,
+            ``runs:/<run_id>/<path>`` or an artifact URI / local path (returned as is).
 
     Returns:
-        The hex digest.
+        A location such as ``file:///...``, ``s3://...`` or ``mlflow-artifacts:/...``.
+
+    Raises:
+        ModelUriError: the URI names no model in this store.
     """
+    from mlflow.exceptions import MlflowException
+
     if _parse_logged_model_id(model_uri) is not None:
-        location = resolve_logged_model(client, model_uri).artifact_location
-    elif model_uri.startswith("models:/"):
-        name, _, version = model_uri[len("models:/") :].partition("/")
-        location = client.get_model_version_download_uri(name, version) if version.isdigit() else model_uri
-    else:
-        location = model_uri
-    return _hash_location(client, str(location))
+        return str(resolve_logged_model(client, model_uri).artifact_location)
+    try:
+        if model_uri.startswith("models:/"):
+            ref = model_uri[len("models:/") :].strip("/")
+            if "@" in ref:
+                name, _, alias = ref.partition("@")
+                version = str(client.get_model_version_by_alias(name, alias).version)
+            else:
+                name, _, version = ref.partition("/")
+            if not version.isdigit():
+                raise ModelUriError(
+                    f"{model_uri!r} names no version; use models:/<name>/<version> or models:/<name>@<alias>"
+                )
+            return str(client.get_model_version_download_uri(name, version))
+        if model_uri.startswith("runs:/"):
+            try:
+                return str(resolve_logged_model(client, model_uri).artifact_location)
+            except ModelUriError:
+                run_id, _, path = model_uri[len("runs:/") :].strip("/").partition("/")
+                root = str(client.get_run(run_id).info.artifact_uri).rstrip("/")
+                return f"{root}/{path}" if path else root
+    except MlflowException as exc:
+        raise ModelUriError(f"cannot resolve {model_uri!r} in {client.tracking_uri}: {exc.message}") from exc
+    return model_uri
 
 
-def _hash_location(client: MlflowClient, location: str) -> str:
-    from mlflow.utils.uri import is_local_uri
+@contextmanager
+def local_model_dir(client: MlflowClient, model_uri: str) -> Iterator[Path]:
+    """A local directory holding the files behind ``model_uri``, for the duration of the block.
+
+    A local artifact store is read in place (no copy); anything else is downloaded once into a
+    temporary folder that is removed afterwards.
+    """
     from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import is_local_uri
 
+    location = resolve_artifact_location(client, model_uri)
     if is_local_uri(location, is_tracking_or_registry_uri=False):
         local = Path(local_file_uri_to_path(location))
         if local.exists():
-            return artifact_sha256(local)
+            yield local
+            return
     import mlflow.artifacts
 
-    with tempfile.TemporaryDirectory(prefix="conveyor-sha-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="conveyor-model-") as tmp:
         path = mlflow.artifacts.download_artifacts(
             artifact_uri=location,
             dst_path=tmp,
             tracking_uri=client.tracking_uri,
             registry_uri=getattr(client, "_registry_uri", None),
         )
+        yield Path(path)
+
+
+def model_artifact_sha256(client: MlflowClient, model_uri: str) -> str:
+    """:func:`artifact_sha256` of the files behind ``model_uri``, read through ``client``'s stores.
+
+    Args:
+        client: MLflow client.
+        model_uri: Any URI :func:`resolve_artifact_location` takes.
+
+    Returns:
+        The hex digest (equal to the ``conveyor.artifact_sha256`` tag of the version registered
+        from these files).
+    """
+    with local_model_dir(client, model_uri) as path:
         return artifact_sha256(path)
 
 
@@ -285,6 +329,30 @@ def _ensure_registered_model(client: MlflowClient, spec: ModelSpec) -> None:
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+
+
+def _create_version(
+    client: MlflowClient, spec: ModelSpec, source: str, run_id: str, tags: dict[str, str], model_id: str
+) -> Any:
+    """Create the version; the registered model is created only when MLflow says it is missing.
+
+    Trying the version first saves a round trip on every run but a model's first.
+    """
+    from mlflow.exceptions import MlflowException
+
+    def create() -> Any:
+        with store_side_tracking_uri(client):
+            return client.create_model_version(
+                name=spec.registered_model_name, source=source, run_id=run_id, tags=tags, model_id=model_id
+            )
+
+    try:
+        return create()
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    _ensure_registered_model(client, spec)
+    return create()
 
 
 def _link_logged_model(client: MlflowClient, logged_model: Any, name: str, version: str) -> None:
@@ -349,22 +417,28 @@ def register_version(
 
     tags = _lineage_tags(lineage, dag_run_id)
     logged_model = resolve_logged_model(client, model_uri)
-    sha = _hash_location(client, str(logged_model.artifact_location))
+    with local_model_dir(client, str(logged_model.artifact_location)) as model_dir:
+        sha = artifact_sha256(model_dir)
     if tags.get(ARTIFACT_SHA256_TAG, sha) != sha:
-        log.warning("lineage artifact_sha256 %s differs from the files' %s; keeping the files'", tags[ARTIFACT_SHA256_TAG], sha)
+        log.warning(
+            "lineage artifact_sha256 %s differs from the files' %s; keeping the files'",
+            tags[ARTIFACT_SHA256_TAG],
+            sha,
+        )
     tags.update({ARTIFACT_SHA256_TAG: sha, MODEL_ID_TAG: logged_model.model_id, MODEL_TAG: spec.name})
 
-    _ensure_registered_model(client, spec)
     source = f"models:/{logged_model.model_id}"
-    with store_side_tracking_uri(client):
-        mv = client.create_model_version(
-            name=name, source=source, run_id=run_id, tags=tags, model_id=logged_model.model_id
-        )
+    mv = _create_version(client, spec, source, run_id, tags, logged_model.model_id)
     version = str(mv.version)
 
     winners = _versions_of_run(client, name, dag_run_id)
     if winners and str(winners[0].version) != version:
-        log.warning("DAG run %s: a concurrent attempt registered v%s first; deleting v%s", dag_run_id, winners[0].version, version)
+        log.warning(
+            "DAG run %s: a concurrent attempt registered v%s first; deleting v%s",
+            dag_run_id,
+            winners[0].version,
+            version,
+        )
         client.delete_model_version(name, version)
         return RegisterResult(**_ref(winners[0]).model_dump(), created=False)
 

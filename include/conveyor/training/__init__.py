@@ -7,6 +7,7 @@ size in the same run. Heavy libraries load only when a trainer runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +80,6 @@ def log_training(result: TrainResult) -> None:
     }
     metrics = {f"eval_{name}": value for name, value in result.metrics.items()}
     metrics |= {"train_seconds": result.train_seconds, "model_size_bytes": float(result.model_size_bytes)}
-    import time
-
     now = int(time.time() * 1000)
     mlflow_client().log_batch(
         result.run_id,

@@ -44,7 +44,8 @@ PREDICTION_COLUMNS = ("probability", "prediction")
 class TrainResult(BaseModel):
     """What a trainer hands on to the gate, compression and registration (XCom-safe)."""
 
-    model_config = ConfigDict(frozen=True)
+    # NaN metrics (ROC AUC on a one-class set) survive a JSON round trip as "NaN".
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
 
     run_id: str
     model_uri: str
@@ -109,9 +110,7 @@ def feature_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
                 f"({exc}); fix the data or declare the feature as categorical in the spec."
             ) from exc
     for categorical in spec.categorical_features:
-        columns[categorical.name] = (
-            df[categorical.name].astype(object).map(_category_or_none).astype(object)
-        )
+        columns[categorical.name] = df[categorical.name].astype(object).map(_category_or_none).astype(object)
     return pd.DataFrame(columns, index=df.index)
 
 
@@ -268,11 +267,64 @@ def input_example(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
     return (complete if len(complete) else frame).head(INPUT_EXAMPLE_ROWS).reset_index(drop=True)
 
 
+def model_config_for(spec: ModelSpec) -> dict[str, list[str]]:
+    """The pyfunc ``model_config`` every variant of ``spec``'s model gets (feature names in order).
+
+    MLflow also logs a model config as params of the run, so all variants must use the same one.
+    """
+    return {
+        "numeric_features": [f.name for f in spec.numeric_features],
+        "categorical_features": [f.name for f in spec.categorical_features],
+    }
+
+
+def tracking_uri() -> str:
+    """The MLflow tracking URI Conveyor logs to.
+
+    The one this process already chose (``mlflow.set_tracking_uri`` or ``MLFLOW_TRACKING_URI``;
+    Airflow tasks set it from the MLflow connection) wins; otherwise the configured
+    ``CONVEYOR_MLFLOW_TRACKING_URI`` (see :mod:`conveyor.settings`).
+    """
+    import mlflow
+
+    if _tracking_uri_is_set():
+        return str(mlflow.get_tracking_uri())
+    return get_settings().mlflow_tracking_uri
+
+
+def _tracking_uri_is_set() -> bool:
+    try:
+        from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+    except ImportError:  # pragma: no cover - MLflow moved its internals; the env var is the public API
+        return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    return bool(is_tracking_uri_set())
+
+
 def mlflow_client() -> MlflowClient:
-    """A client on the configured tracking URI (``CONVEYOR_MLFLOW_TRACKING_URI``)."""
+    """A client on :func:`tracking_uri`."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+@contextmanager
+def tracking_scope() -> Iterator[None]:
+    """Point MLflow's fluent API at :func:`tracking_uri` for the duration of the block.
+
+    When the process has not chosen a URI, the configured one is set for the block only (MLflow
+    also writes it to ``MLFLOW_TRACKING_URI``) and unset afterwards, so code running later in the
+    same process sees MLflow exactly as it was.
+    """
+    import mlflow
+
+    if _tracking_uri_is_set():
+        yield
+        return
+    mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None restores "not set"
 
 
 @contextmanager
@@ -284,22 +336,22 @@ def active_run(run_id: str) -> Iterator[None]:
     """
     import mlflow
 
-    mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
-    current = mlflow.active_run()
-    if current is not None and current.info.run_id == run_id:
-        yield
-        return
-    if current is not None:
-        raise TrainingError(
-            f"cannot log into MLflow run {run_id}: another run ({current.info.run_id}) is active in "
-            "this process; end it first."
-        )
-    previous_status = mlflow_client().get_run(run_id).info.status
-    mlflow.start_run(run_id=run_id)
-    try:
-        yield
-    finally:
-        mlflow.end_run(status=previous_status)
+    with tracking_scope():
+        current = mlflow.active_run()
+        if current is not None and current.info.run_id == run_id:
+            yield
+            return
+        if current is not None:
+            raise TrainingError(
+                f"cannot log into MLflow run {run_id}: another run ({current.info.run_id}) is active "
+                "in this process; end it first."
+            )
+        previous_status = mlflow_client().get_run(run_id).info.status
+        mlflow.start_run(run_id=run_id)
+        try:
+            yield
+        finally:
+            mlflow.end_run(status=previous_status)
 
 
 def log_pyfunc_model(

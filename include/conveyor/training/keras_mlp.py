@@ -34,6 +34,7 @@ from conveyor.training.base import (
     files_size,
     input_example,
     log_pyfunc_model,
+    model_config_for,
     pinned_requirements,
     target_vector,
     write_golden_rows,
@@ -147,7 +148,7 @@ def preprocessing_document(spec: ModelSpec, model: Any, impute: list[float]) -> 
             "mean": np.asarray(normalization.mean, dtype=np.float64).reshape(-1).tolist(),
             "variance": np.asarray(normalization.variance, dtype=np.float64).reshape(-1).tolist(),
         }
-    categorical = []
+    categorical: list[dict[str, Any]] = []
     for f in spec.categorical_features:
         lookup = model.get_layer(f"lookup_{f.name}")
         vocabulary = [str(v) for v in lookup.get_vocabulary(include_special_tokens=False)]
@@ -163,7 +164,7 @@ def preprocessing_document(spec: ModelSpec, model: Any, impute: list[float]) -> 
 
 
 def _divergence_monitor(keras: Any) -> Any:
-    class DivergenceMonitor(keras.callbacks.Callback):  # type: ignore[misc]
+    class DivergenceMonitor(keras.callbacks.Callback):
         """Stops at the first non-finite batch loss and remembers the epoch (1-based)."""
 
         def __init__(self) -> None:
@@ -202,7 +203,7 @@ def train_keras_mlp(
         TrainingDivergedError: the loss became NaN/inf (message names the epoch).
         FeatureSchemaError: the frames lack features or a binary target.
     """
-    keras, tf = import_keras()
+    keras, _ = import_keras()
     params = effective_params(spec)
     keras.utils.set_random_seed(params["seed"])
 
@@ -222,7 +223,7 @@ def train_keras_mlp(
     numeric = [f.name for f in spec.numeric_features]
     categorical = [f.name for f in spec.categorical_features]
     order = np.random.default_rng(params["seed"]).permutation(len(train_features))
-    n_val = int(round(len(order) * float(params["validation_fraction"])))
+    n_val = round(len(order) * float(params["validation_fraction"]))
     monitor = _divergence_monitor(keras)
     callbacks: list[Any] = [monitor]
     fit_kwargs: dict[str, Any] = {}
@@ -269,15 +270,19 @@ def train_keras_mlp(
 
         from conveyor.training.pyfunc_keras import KerasBinaryClassifier
 
-        config = {"numeric_features": numeric, "categorical_features": categorical}
+        config = model_config_for(spec)
         served = KerasBinaryClassifier()
-        served.load_context(PythonModelContext(artifacts={"keras_model": str(keras_path)}, model_config=config))
+        served.load_context(
+            PythonModelContext(artifacts={"keras_model": str(keras_path)}, model_config=config)
+        )
         eval_proba = served.predict(None, eval_features)["probability"].to_numpy()
         if not np.all(np.isfinite(eval_proba)):
             raise TrainingDivergedError(spec.name, params["epochs_trained"], float(params["learning_rate"]))
         metrics = binary_metrics(y_eval, eval_proba)
 
-        golden = write_golden_rows(spec, lambda rows: served.predict(None, rows), eval_df, folder / GOLDEN_ROWS_FILE)
+        golden = write_golden_rows(
+            spec, lambda rows: served.predict(None, rows), eval_df, folder / GOLDEN_ROWS_FILE
+        )
         reference = write_reference(spec, train_df, folder / REFERENCE_FILE)
         info = log_pyfunc_model(
             spec,

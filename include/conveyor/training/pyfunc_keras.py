@@ -15,6 +15,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 
 def keras_inputs(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def _compiled_forward(model: Any) -> Any:
     return forward
 
 
-class KerasBinaryClassifier(mlflow.pyfunc.PythonModel):
+class KerasBinaryClassifier(PythonModel):
     """Loads the ``.keras`` model once; ``predict`` maps raw features to the contract's frame."""
 
     def load_context(self, context: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 #: Types outside scikit-learn's own that a Conveyor pipeline file may contain. Anything else in a
 #: ``.skops`` file is refused at load time.
@@ -33,7 +34,7 @@ def _missing(value: Any) -> bool:
     return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
-class SklearnBinaryClassifier(mlflow.pyfunc.PythonModel):
+class SklearnBinaryClassifier(PythonModel):
     """Loads the pipeline once; ``predict`` returns P(label == 1) and the 0/1 decision."""
 
     def load_context(self, context: Any) -> None:

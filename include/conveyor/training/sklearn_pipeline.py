@@ -24,6 +24,7 @@ from conveyor.training.base import (
     files_size,
     input_example,
     log_pyfunc_model,
+    model_config_for,
     pinned_requirements,
     target_vector,
     write_golden_rows,
@@ -103,9 +104,7 @@ def train_sklearn_pipeline(
     pipeline.fit(train_features, y_train)
     train_seconds = time.perf_counter() - started
 
-    numeric = [f.name for f in spec.numeric_features]
-    categorical = [f.name for f in spec.categorical_features]
-    config = {"numeric_features": numeric, "categorical_features": categorical}
+    config = model_config_for(spec)
     with tempfile.TemporaryDirectory(prefix="conveyor-sklearn-") as tmp:
         folder = Path(tmp)
         model_path = folder / SKOPS_FILE
@@ -113,11 +112,15 @@ def train_sklearn_pipeline(
 
         # Score and write golden rows through the very class that serves the model.
         served = SklearnBinaryClassifier()
-        served.load_context(PythonModelContext(artifacts={"sklearn_model": str(model_path)}, model_config=config))
+        served.load_context(
+            PythonModelContext(artifacts={"sklearn_model": str(model_path)}, model_config=config)
+        )
         eval_proba = served.predict(None, eval_features)["probability"].to_numpy()
         metrics = binary_metrics(y_eval, np.asarray(eval_proba))
 
-        golden = write_golden_rows(spec, lambda rows: served.predict(None, rows), eval_df, folder / GOLDEN_ROWS_FILE)
+        golden = write_golden_rows(
+            spec, lambda rows: served.predict(None, rows), eval_df, folder / GOLDEN_ROWS_FILE
+        )
         reference = write_reference(spec, train_df, folder / REFERENCE_FILE)
         info = log_pyfunc_model(
             spec,

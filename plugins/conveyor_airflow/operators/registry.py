@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
     from conveyor_airflow.hooks.mlflow import MlflowHook
 
 CURRENT = "__current__"
@@ -93,9 +94,9 @@ class MlflowSetModelAliasOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Move the alias; see the class docstring."""
+        from airflow.sdk.exceptions import AirflowFailException
         from mlflow.exceptions import MlflowException
 
-        from airflow.sdk.exceptions import AirflowFailException
         from conveyor.errors import PermanentError
         from conveyor.registry.aliases import get_alias_version, set_alias
 

@@ -10,6 +10,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
     from conveyor_airflow.hooks.mlflow import MlflowHook
 
 

@@ -44,8 +44,17 @@ delivery is at least once, never lost, never endless; the deploy DAG is idempote
 already names V" is a no-op). The trigger never returns, so the triggerer never has to recreate it.
 
 When the watched alias is the settled alias itself (watching ``champion``), there is no marker to
-compare with; the trigger then reports moves relative to what it saw at its first poll
-(``previous_version`` is that value) and a restart takes a new baseline.
+compare with; the trigger then reports moves after the baseline of its first poll, and a restart
+takes a new baseline (a move made while it was down is not reported).
+
+Event payload (small JSON, the asset event's ``extra["payload"]``)::
+
+    {"registered_model": "conveyor-churn", "alias": "challenger", "version": "7",
+     "previous_version": "6", "detected_at": "2026-01-01T02:03:04+00:00"}
+
+``previous_version`` is what this ``run()`` saw the alias name at the poll before (``None`` when the
+alias was unset, or unknown because the trigger just started); the deploy DAG reads the current
+``champion`` itself for its compare-and-set.
 
 The trigger talks to MLflow's REST API (``/api/2.0/mlflow/...``) with ``httpx.AsyncClient``
 instead of ``MlflowClient``: the calls are truly asynchronous (the triggerer's event loop is shared
@@ -165,8 +174,9 @@ class MlflowAliasChangedTrigger(BaseEventTrigger):
         """Poll the registry forever; yield one event per newly pending alias (see the module doc)."""
         import httpx
 
+        # (model, alias) -> the pending version already reported by this run(): no repeats.
         last_fired: dict[tuple[str, str], str] = {}
-        # Only for watching the settled alias itself: what it named at the previous poll.
+        # (model, alias) -> what it named at the previous poll; None until the first poll succeeds.
         last_seen: dict[tuple[str, str], str | None] | None = None
         failures = 0
         endpoint: tuple[str, tuple[str, str] | None] | None = None
@@ -193,15 +203,15 @@ class MlflowAliasChangedTrigger(BaseEventTrigger):
 
                 for obs in observations:
                     key = (obs.registered_model, obs.alias)
+                    previous = last_seen.get(key) if last_seen is not None else None
                     if obs.alias == self.settled_alias:
-                        previous = last_seen.get(key) if last_seen is not None else obs.version
-                        if obs.version is not None and previous != obs.version:
+                        # No marker to compare with: report moves after the first poll's baseline.
+                        if last_seen is not None and obs.version is not None and previous != obs.version:
                             yield self._event(obs, previous_version=previous)
                         continue
                     if not obs.pending or obs.version is None:
                         last_fired.pop(key, None)
                     elif last_fired.get(key) != obs.version:
-                        previous = last_fired.get(key)
                         last_fired[key] = obs.version
                         yield self._event(obs, previous_version=previous)
                 last_seen = {(o.registered_model, o.alias): o.version for o in observations}
@@ -215,7 +225,9 @@ class MlflowAliasChangedTrigger(BaseEventTrigger):
             "previous_version": previous_version,
             "detected_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        self.log.info("%s@%s -> version %s needs deploying", obs.registered_model, obs.alias, obs.version)
+        self.log.info(
+            "%s@%s now names v%s (was %s)", obs.registered_model, obs.alias, obs.version, previous_version
+        )
         return TriggerEvent(payload)
 
     async def _endpoint(self) -> tuple[str, tuple[str, str] | None]:

@@ -90,7 +90,8 @@ def test_model_server_hook_base_url_and_token(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_model_server_hook_builds_the_client_with_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    client_module = pytest.importorskip("conveyor.serving.client")
+    import conveyor.serving.client as client_module
+
     captured: dict[str, object] = {}
 
     class RecordingClient:

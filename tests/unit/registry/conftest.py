@@ -12,7 +12,9 @@ import pytest
 
 
 def _load_support() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("conveyor_registry_test_support", Path(__file__).with_name("support.py"))
+    spec = importlib.util.spec_from_file_location(
+        "conveyor_registry_test_support", Path(__file__).with_name("support.py")
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

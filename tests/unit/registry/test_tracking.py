@@ -56,7 +56,9 @@ def test_experiment_for_restores_a_deleted_experiment(client: Any, spec: Any) ->
     assert client.get_experiment(experiment_id).lifecycle_stage == "active"
 
 
-def test_ensure_experiment_survives_losing_the_create_race(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ensure_experiment_survives_losing_the_create_race(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     winner = client.create_experiment("conveyor/raced")
     real = client.get_experiment_by_name
     calls = {"n": 0}
@@ -121,7 +123,10 @@ def test_json_and_text_artifacts_round_trip(client: Any, spec: Any, tmp_path: An
     log_json_artifact(client, run_id, {"b": 1, "a": [1, 2]}, "reports/plain.json")
     log_json_artifact(client, run_id, _Payload(name="x", score=0.5), "reports/model.json")
     log_text_artifact(client, run_id, "# hello\n", "reports/readme.md")
-    assert json.loads(_read_artifact(client, run_id, "reports/plain.json", tmp_path / "a")) == {"a": [1, 2], "b": 1}
+    assert json.loads(_read_artifact(client, run_id, "reports/plain.json", tmp_path / "a")) == {
+        "a": [1, 2],
+        "b": 1,
+    }
     assert json.loads(_read_artifact(client, run_id, "reports/model.json", tmp_path / "b")) == {
         "name": "x",
         "score": 0.5,

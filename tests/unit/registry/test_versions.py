@@ -122,11 +122,15 @@ def test_runs_uri_resolves_to_the_logged_model(client: Any, spec: Any, logged: t
 def test_lineage_with_another_dag_run_id_is_refused(client: Any, spec: Any, logged: tuple[str, str]) -> None:
     run_id, model_uri = logged
     with pytest.raises(VersionLineageError, match="manual__elsewhere"):
-        register_version(client, spec, model_uri, run_id, DAG_RUN, {**LINEAGE, "dag_run_id": "manual__elsewhere"})
+        register_version(
+            client, spec, model_uri, run_id, DAG_RUN, {**LINEAGE, "dag_run_id": "manual__elsewhere"}
+        )
     assert _versions(client, "conveyor-toy") == []
 
 
-@pytest.mark.parametrize("uri", ["models:/m-doesnotexist", "runs:/0123456789abcdef/model", "s3://bucket/model"])
+@pytest.mark.parametrize(
+    "uri", ["models:/m-doesnotexist", "runs:/0123456789abcdef/model", "s3://bucket/model"]
+)
 def test_unknown_model_uri_is_refused(client: Any, spec: Any, logged: tuple[str, str], uri: str) -> None:
     run_id, _ = logged
     with pytest.raises(ModelUriError):
@@ -162,7 +166,10 @@ def test_artifact_sha256_is_stable_and_sensitive(tmp_path: Path) -> None:
     assert a == b == artifact_sha256(tmp_path / "a")  # creation order and location do not matter
     changed = artifact_sha256(_write_tree(tmp_path / "c", {**files, "artifacts/weights.json": b'{"a": 2}'}))
     renamed = artifact_sha256(
-        _write_tree(tmp_path / "d", {"MLmodel": files["MLmodel"], "artifacts/w.json": b'{"a": 1}', "code/model.py": b"x = 1\n"})
+        _write_tree(
+            tmp_path / "d",
+            {"MLmodel": files["MLmodel"], "artifacts/w.json": b'{"a": 1}', "code/model.py": b"x = 1\n"},
+        )
     )
     added = artifact_sha256(_write_tree(tmp_path / "e", {**files, "extra.txt": b""}))
     # moving bytes across a file boundary changes the hash (lengths are part of the digest)
@@ -171,11 +178,14 @@ def test_artifact_sha256_is_stable_and_sensitive(tmp_path: Path) -> None:
     assert len({a, changed, renamed, added}) == 4
 
 
-def test_sha_of_a_logged_model_matches_its_files(client: Any, spec: Any, logged: tuple[str, str], tmp_path: Path) -> None:
+def test_sha_of_a_logged_model_matches_its_files(
+    client: Any, spec: Any, logged: tuple[str, str], tmp_path: Path
+) -> None:
     import mlflow.artifacts
 
     _, model_uri = logged
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=model_uri, dst_path=str(tmp_path / "dl"), tracking_uri=client.tracking_uri
-    )
-    assert model_artifact_sha256(client, model_uri) == artifact_sha256(local)
+    location = client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+    copy = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(tmp_path / "copy"))
+    assert Path(copy) != Path(location.removeprefix("file://"))
+    assert (Path(copy) / "MLmodel").exists()
+    assert model_artifact_sha256(client, model_uri) == artifact_sha256(copy)

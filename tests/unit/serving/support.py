@@ -117,7 +117,7 @@ def log_tiny_model(
     tracking_uri: str,
     train: pd.DataFrame,
     *,
-    artifact_root: Path,
+    artifact_root: Path | None,
     experiment: str = "conveyor/tiny",
     sleep_ms: float = 0.0,
     offset: float = 0.0,
@@ -127,7 +127,8 @@ def log_tiny_model(
     """Log a contract-honouring pyfunc into ``tracking_uri``; return (model URI, weights).
 
     ``corrupt_golden`` stores golden outputs that the model does not reproduce (a bad candidate).
-    Artifacts go under ``artifact_root`` (never the working directory).
+    Artifacts go under ``artifact_root`` (never the working directory); ``None`` lets a tracking
+    server choose (its proxied artifact store).
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -180,14 +181,16 @@ def log_tiny_model(
     return info.model_uri, weights
 
 
-def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
-    """Find or create experiment ``name`` with its artifacts under ``artifact_root``."""
+def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) -> str:
+    """Find or create experiment ``name``, artifacts under ``artifact_root`` (server's default if None)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
+    if artifact_root is None:
+        return str(client.create_experiment(name))
     location = (Path(artifact_root) / name.replace("/", "_")).as_uri()
     return str(client.create_experiment(name, artifact_location=location))
 
@@ -202,10 +205,12 @@ def register(tracking_uri: str, registered_name: str, model_uri: str, alias: str
         client.get_registered_model(registered_name)
     except Exception:
         client.create_registered_model(registered_name)
-    # MLflow resolves a "models:/m-..." source through the global tracking URI, whatever the client.
+    # MLflow resolves a "models:/m-..." source through the global tracking URI, whatever the client,
+    # and a tracking server wants the logged model's id next to it.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        mv = client.create_model_version(registered_name, source=model_uri)
+        mv = client.create_model_version(registered_name, source=model_uri, model_id=model_id)
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
     if alias:

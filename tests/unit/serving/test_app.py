@@ -29,9 +29,9 @@ def _load_offline(store: Any, role: str) -> Any:
     import mlflow
 
     if role not in _OFFLINE:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=store.uris[role], tracking_uri=store.tracking_uri
-        )
+        client = mlflow.MlflowClient(tracking_uri=store.tracking_uri, registry_uri=store.tracking_uri)
+        source = client.get_model_version_download_uri("conveyor-test-tiny", store.versions[role])
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=store.tracking_uri)
         _OFFLINE[role] = mlflow.pyfunc.load_model(local)
     return _OFFLINE[role]
 
@@ -120,7 +120,9 @@ def test_every_protocol_gives_the_offline_pyfunc_predictions(app_client: Any, st
         assert response.status_code == 200, response.text
         assert response.headers["X-Model-Version"] == "1"
         predictions = response.json()["predictions"]
-        np.testing.assert_allclose([p["probability"] for p in predictions], expected["probability"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            [p["probability"] for p in predictions], expected["probability"], rtol=0, atol=1e-12
+        )
         assert [p["prediction"] for p in predictions] == expected["prediction"].tolist()
 
     assert oip.status_code == 200, oip.text
@@ -134,7 +136,9 @@ def test_every_protocol_gives_the_offline_pyfunc_predictions(app_client: Any, st
 
 
 def _post_split(client: Any, columns: list[str], data: list[list[Any]], model: str = "tiny") -> Any:
-    return client.post(f"/models/{model}/invocations", json={"dataframe_split": {"columns": columns, "data": data}})
+    return client.post(
+        f"/models/{model}/invocations", json={"dataframe_split": {"columns": columns, "data": data}}
+    )
 
 
 def _assert_error(response: Any, status: int, *needles: str) -> dict[str, Any]:

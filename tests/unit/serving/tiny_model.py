@@ -44,9 +44,7 @@ class TinyLogisticModel(mlflow.pyfunc.PythonModel):
         if self.sleep_s:
             time.sleep(self.sleep_s)
         probability = self.lr.predict_proba(self._design(model_input))[:, 1].astype("float64")
-        return pd.DataFrame(
-            {"probability": probability, "prediction": (probability >= 0.5).astype("int64")}
-        )
+        return pd.DataFrame({"probability": probability, "prediction": (probability >= 0.5).astype("int64")})
 
 
 mlflow.models.set_model(TinyLogisticModel())

@@ -1,0 +1,302 @@
+"""One monitoring pass over a model: drift, live quality, alerts, logged to MLflow.
+
+``run_monitor`` is what the monitoring DAG calls on schedule. It reads the last
+``spec.monitor.lookback_days`` of the prediction log, compares the features with the training
+reference of the version that serves (``artifacts/reference.parquet``), joins labels that have
+landed since, and turns the result into sentences a person can act on plus a single
+``retrain_recommended`` flag. The DAG owns hysteresis (N-of-M) and rollback decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from conveyor.data.storage import write_text
+from conveyor.monitoring.drift import DriftReport, feature_drift
+from conveyor.monitoring.live import live_quality, load_labels, read_prediction_log
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from conveyor.config import ModelSpec
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+# Fewer labelled predictions than this say little about accuracy: no quality alert from them.
+DEFAULT_MIN_LABELLED = 30
+# Share of requests failing with a server error (5xx) above which an alert is raised.
+DEFAULT_MAX_SERVER_ERROR_RATE = 0.05
+WINDOW_END_TAG = "conveyor.monitor.window_end"
+
+
+class MonitorReport(BaseModel):
+    """The result of one monitoring pass (small JSON: fits XCom with ``model_dump(mode="json")``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    registered_model_name: str
+    version: str | None
+    reference_version: str | None
+    window_start: datetime
+    window_end: datetime
+    n_predictions: int
+    n_labelled: int
+    drift: DriftReport | None
+    live: dict[str, Any]
+    alerts: tuple[str, ...]
+    retrain_recommended: bool
+    message: str
+    mlflow_run_id: str | None = None
+
+
+def run_monitor(
+    client: Any,
+    spec: ModelSpec,
+    *,
+    now: datetime,
+    served_version: str | None,
+    data_root: str | None = None,
+    min_labelled: int = DEFAULT_MIN_LABELLED,
+    max_server_error_rate: float = DEFAULT_MAX_SERVER_ERROR_RATE,
+    log_to_mlflow: bool = True,
+    html_uri: str | None = None,
+) -> MonitorReport:
+    """Monitor ``spec`` over ``[now - lookback_days, now)``.
+
+    Args:
+        client: an ``MlflowClient`` (tracking and registry) the report is logged with.
+        spec: the model.
+        now: end of the window (the DAG run's logical end, never the wall clock, so reruns agree).
+        served_version: the version the server reports serving; the drift reference is that
+            version's ``artifacts/reference.parquet`` (``@champion``'s when ``None``).
+        data_root: where the prediction log and landing data live (configured root by default).
+        min_labelled: labelled predictions needed before live accuracy can raise an alert.
+        max_server_error_rate: share of 5xx requests that raises an alert.
+        log_to_mlflow: log metrics, report JSON and the Evidently HTML to
+            ``conveyor/<spec.name>/monitoring`` (one run per window end, reused on rerun).
+        html_uri: also keep the Evidently HTML report there (local path or data-root URI).
+
+    Returns:
+        The report; an empty window gives a report that says so (no drift, no metrics).
+    """
+    with tempfile.TemporaryDirectory(prefix=f"conveyor-monitor-{spec.name}-") as workdir:
+        return _run_monitor(
+            client,
+            spec,
+            now=now,
+            served_version=served_version,
+            data_root=data_root,
+            min_labelled=min_labelled,
+            max_server_error_rate=max_server_error_rate,
+            log_to_mlflow=log_to_mlflow,
+            html_uri=html_uri,
+            html_path=Path(workdir) / "drift_report.html",
+        )
+
+
+def _run_monitor(
+    client: Any,
+    spec: ModelSpec,
+    *,
+    now: datetime,
+    served_version: str | None,
+    data_root: str | None,
+    min_labelled: int,
+    max_server_error_rate: float,
+    log_to_mlflow: bool,
+    html_uri: str | None,
+    html_path: Path,
+) -> MonitorReport:
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    start = now - timedelta(days=spec.monitor.lookback_days)
+    events = read_prediction_log(spec, start, now, data_root=data_root, events=("prediction", "error"))
+    predictions = events[events["event"] == "prediction"]
+    version = served_version or _dominant_version(predictions)
+    alerts: list[str] = []
+    notes: list[str] = []
+
+    reference_version = served_version or _champion_version(client, spec)
+    drift: DriftReport | None = None
+    if predictions.empty:
+        notes.append(f"no predictions between {start:%Y-%m-%d %H:%M} and {now:%Y-%m-%d %H:%M} UTC")
+    elif reference_version is None:
+        notes.append(f"{spec.registered_model_name!r} has no @champion: no drift reference")
+    else:
+        reference = _reference(client, spec, reference_version)
+        if reference is None:
+            alerts.append(
+                f"Version {reference_version} of {spec.registered_model_name} has no "
+                "artifacts/reference.parquet, so drift could not be measured."
+            )
+        else:
+            drift = feature_drift(spec, reference, predictions, html_path=html_path)
+            if html_uri is not None:
+                kept = write_text(html_path.read_text(encoding="utf-8"), _as_uri(html_uri))
+                drift = drift.model_copy(update={"html_uri": kept})
+            if drift.dataset_drift:
+                alerts.append(
+                    f"Dataset drift: {drift.n_drifted} of {len(drift.features)} features drifted "
+                    f"(share {drift.drift_share:.2f} >= {drift.drift_share_alert:.2f}): "
+                    f"{', '.join(drift.drifted_features)}."
+                )
+
+    labels = load_labels(spec, start, data_root=data_root)
+    live = live_quality(spec, events, labels)
+    accuracy = (live.get("metrics") or {}).get("accuracy")
+    floor = spec.monitor.min_live_accuracy
+    quality_low = (
+        floor is not None and accuracy is not None and live["n_labelled"] >= min_labelled and accuracy < floor
+    )
+    if quality_low:
+        alerts.append(
+            f"Live accuracy {accuracy:.3f} on {live['n_labelled']} labelled predictions is below "
+            f"the floor {floor:.3f}."
+        )
+    elif floor is not None and 0 < live["n_labelled"] < min_labelled:
+        notes.append(
+            f"only {live['n_labelled']} labelled predictions (< {min_labelled}): accuracy not judged"
+        )
+    for v, stats in live["per_version"].items():
+        if stats["n_requests"] and stats["server_error_rate"] > max_server_error_rate:
+            alerts.append(
+                f"Version {v} failed {stats['n_server_errors']} of {stats['n_requests']} requests "
+                f"({stats['server_error_rate']:.1%} > {max_server_error_rate:.0%})."
+            )
+
+    retrain = bool((drift is not None and drift.dataset_drift) or quality_low)
+    if drift is not None:
+        notes.insert(0, drift.summary())
+    if live["metrics"] is not None:
+        notes.append(f"live accuracy {live['metrics']['accuracy']:.3f} on {live['n_labelled']} labelled")
+    report = MonitorReport(
+        model=spec.name,
+        registered_model_name=spec.registered_model_name,
+        version=version,
+        reference_version=reference_version,
+        window_start=start,
+        window_end=now,
+        n_predictions=len(predictions),
+        n_labelled=int(live["n_labelled"]),
+        drift=drift,
+        live=live,
+        alerts=tuple(alerts),
+        retrain_recommended=retrain,
+        message="; ".join(notes) if notes else "nothing to report",
+    )
+    if log_to_mlflow:
+        run_id = _log_to_mlflow(client, spec, report, html_path if html_path.exists() else None)
+        report = report.model_copy(update={"mlflow_run_id": run_id})
+    return report
+
+
+def monitoring_experiment(spec: ModelSpec) -> str:
+    return f"conveyor/{spec.name}/monitoring"
+
+
+def _as_uri(target: str) -> str:
+    return target if "://" in target else Path(target).resolve().as_uri()
+
+
+def _dominant_version(predictions: pd.DataFrame) -> str | None:
+    versions = predictions["version"].dropna().astype(str)
+    return str(versions.value_counts().idxmax()) if len(versions) else None
+
+
+def _champion_version(client: Any, spec: ModelSpec) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(spec.registered_model_name, CHAMPION).version)
+    except Exception as exc:
+        log.info("%s: no @%s (%s)", spec.registered_model_name, CHAMPION, exc)
+        return None
+
+
+def _reference(client: Any, spec: ModelSpec, version: str) -> pd.DataFrame | None:
+    """``artifacts/reference.parquet`` of a registered version, or None when it has none."""
+    import mlflow
+    import pandas as pd
+
+    base = str(client.get_model_version_download_uri(spec.registered_model_name, version)).rstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{base}/artifacts/reference.parquet",
+                dst_path=tmp,
+                tracking_uri=client.tracking_uri,
+            )
+        except Exception as exc:
+            log.warning("%s v%s: no reference.parquet (%s)", spec.registered_model_name, version, exc)
+            return None
+        return pd.read_parquet(local)
+
+
+def _log_to_mlflow(client: Any, spec: ModelSpec, report: MonitorReport, html: Path | None) -> str:
+    from mlflow.entities import Metric, Param, RunTag
+
+    name = monitoring_experiment(spec)
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    window_end = report.window_end.isoformat()
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{WINDOW_END_TAG}` = '{window_end}'", max_results=1
+    )
+    tags = {
+        WINDOW_END_TAG: window_end,
+        "conveyor.monitor.window_start": report.window_start.isoformat(),
+        "conveyor.model": spec.name,
+        "conveyor.served_version": report.version or "none",
+        "conveyor.reference_version": report.reference_version or "none",
+        "conveyor.retrain_recommended": str(report.retrain_recommended).lower(),
+    }
+    if found:
+        run_id = found[0].info.run_id  # a rerun for the same window updates its run
+    else:
+        run = client.create_run(experiment_id, run_name=f"monitor-{report.window_end:%Y%m%dT%H%M%S}")
+        run_id = run.info.run_id
+    timestamp = int(report.window_end.timestamp() * 1000)
+    metrics = {
+        "n_predictions": report.n_predictions,
+        "n_labelled": report.n_labelled,
+        "n_alerts": len(report.alerts),
+        "retrain_recommended": int(report.retrain_recommended),
+        "n_requests": report.live["n_requests"],
+        "n_server_errors": report.live["n_server_errors"],
+        "n_client_errors": report.live["n_client_errors"],
+    }
+    if report.live.get("p95_latency_ms") is not None:
+        metrics["p95_latency_ms"] = report.live["p95_latency_ms"]
+    for key, value in (report.live.get("metrics") or {}).items():
+        if value is not None:
+            metrics[f"live_{key}"] = value
+    if report.drift is not None:
+        metrics["drift_share"] = report.drift.drift_share
+        metrics["n_drifted_features"] = report.drift.n_drifted
+        metrics["dataset_drift"] = int(report.drift.dataset_drift)
+        for feature in report.drift.features:
+            if feature.score is not None:
+                metrics[f"drift_score.{feature.name}"] = feature.score
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric(k, float(v), timestamp, 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(v)
+        ],
+        params=[] if found else [Param("lookback_days", str(spec.monitor.lookback_days))],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    body = report.model_copy(update={"mlflow_run_id": run_id}).model_dump(mode="json")
+    client.log_text(run_id, json.dumps(body, indent=2), "monitor_report.json")
+    if html is not None:
+        client.log_artifact(run_id, str(html))
+    client.set_terminated(run_id, "FINISHED")
+    return str(run_id)

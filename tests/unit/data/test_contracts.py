@@ -1,0 +1,233 @@
+"""The Great Expectations data contract: good batches pass, each kind of bad batch fails by name and row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conveyor.config import ModelSpec
+from conveyor.data.contracts import (
+    DataValidationError,
+    FailedCheck,
+    ValidationReport,
+    build_suite,
+    validate_batch,
+    validate_or_raise,
+)
+from conveyor.data.generate import breast_cancer_batches, corrupt, generate_churn, land_batch, land_demo_data
+from conveyor.data.landing import load_window
+
+from .conftest import END_DAY
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def churn_window() -> pd.DataFrame:
+    """Two days of churn rows (the spec wants at least 500 rows)."""
+    from conveyor.config import load_spec
+
+    spec = load_spec("churn")
+    days = [END_DAY - dt.timedelta(days=1), END_DAY]
+    return pd.concat([generate_churn(spec, 400, day, seed=0) for day in days], ignore_index=True)
+
+
+def _only(report: ValidationReport, expectation: str, column: str | None) -> FailedCheck:
+    matches = [c for c in report.failed if c.expectation == expectation and c.column == column]
+    assert len(matches) == 1, report.markdown()
+    return matches[0]
+
+
+def test_suite_covers_the_spec(churn: ModelSpec) -> None:
+    suite = build_suite(churn)
+    kinds = [(e.expectation_type, getattr(e, "column", None)) for e in suite.expectations]
+
+    assert suite.name == "conveyor.churn"
+    assert {c for t, c in kinds if t == "expect_column_to_exist"} == set(churn.columns)
+    assert ("expect_column_values_to_be_unique", "customer_id") in kinds
+    assert ("expect_table_row_count_to_be_between", None) in kinds
+    for feature in churn.numeric_features:
+        for expectation in (
+            "expect_column_values_to_be_in_type_list",
+            "expect_column_values_to_not_be_null",
+            "expect_column_values_to_be_between",
+        ):
+            assert (expectation, feature.name) in kinds
+    for categorical in churn.categorical_features:
+        assert ("expect_column_values_to_be_in_set", categorical.name) in kinds
+    assert ("expect_column_values_to_be_in_set", "churned") in kinds
+    nulls = {e.column: e.mostly for e in suite.expectations if e.expectation_type.endswith("not_be_null")}
+    assert nulls["total_charges"] == pytest.approx(0.95) and nulls["age"] == 1.0
+
+
+def test_good_churn_window_passes(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    report = validate_or_raise(churn, churn_window)
+
+    assert report.success and report.failed == []
+    assert report.evaluated == len(build_suite(churn).expectations)
+    assert report.rows == 800 and report.dates == ["2024-05-06", "2024-05-07"]
+    assert "passed" in report.markdown()
+
+
+def test_good_breast_cancer_window_passes(breast_cancer: ModelSpec, data_root: Path) -> None:
+    land_demo_data(breast_cancer, days=30, end_day=END_DAY)
+    window = load_window(breast_cancer, END_DAY)
+
+    report = validate_or_raise(breast_cancer, window)
+    assert report.success and report.rows == 569
+    assert len(report.sources) == 30
+
+
+def test_missing_column_fails_cleanly(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    bad = corrupt(churn_window, churn, ["missing_column"], seed=2)
+    (dropped,) = set(churn.columns) - set(bad.columns)
+
+    report = validate_batch(churn, bad)
+
+    assert not report.success
+    assert "is missing" in _only(report, "expect_column_to_exist", dropped).detail
+    # The per-column checks that could not run are failed checks with a readable detail, not a crash.
+    dependent = [
+        c for c in report.failed if c.column == dropped and c.expectation != "expect_column_to_exist"
+    ]
+    assert dependent and all(c.detail.startswith("not evaluated: column") for c in dependent)
+    assert {c.column for c in report.failed} == {dropped}
+
+
+def test_nulls_fail_with_the_null_rows(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    bad = corrupt(churn_window, churn, ["nulls"], seed=2)
+    column = max(churn.feature_names, key=lambda c: bad[c].isna().mean())
+
+    check = _only(validate_batch(churn, bad), "expect_column_values_to_not_be_null", column)
+
+    null_ids = set(bad.loc[bad[column].isna(), "customer_id"])
+    assert check.unexpected_count == len(null_ids)
+    assert 1 <= len(check.sample_ids) <= 5 and set(check.sample_ids) <= null_ids
+    assert [row["customer_id"] for row in check.sample_rows] == check.sample_ids
+    assert all(row[column] is None for row in check.sample_rows)
+    assert "null" in check.detail and "allowed" in check.detail
+
+
+def test_wrong_types_fail_the_type_check(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    bad = corrupt(churn_window, churn, ["wrong_types"], seed=2)
+    (column,) = [f.name for f in churn.numeric_features if bad[f.name].dtype == object]
+
+    report = validate_batch(churn, bad)
+
+    check = _only(report, "expect_column_values_to_be_in_type_list", column)
+    assert check.unexpected_count == len(bad)
+    assert set(check.sample_ids) <= set(bad["customer_id"]) and check.sample_ids
+    assert "dtype is object" in check.detail
+    ranged = _only(report, "expect_column_values_to_be_between", column)
+    assert ranged.detail.startswith("not evaluated") and "fix its type" in ranged.detail
+
+
+def test_mixed_types_name_only_the_string_rows(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    bad = churn_window.copy()
+    bad["age"] = bad["age"].astype(object)
+    bad.loc[[3, 10], "age"] = "forty"
+
+    check = _only(validate_batch(churn, bad), "expect_column_values_to_be_in_type_list", "age")
+    assert check.unexpected_count == 2
+    assert check.sample_ids == bad.loc[[3, 10], "customer_id"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("kind", "expectation"),
+    [
+        ("out_of_range", "expect_column_values_to_be_between"),
+        ("unknown_category", "expect_column_values_to_be_in_set"),
+        ("duplicate_ids", "expect_column_values_to_be_unique"),
+    ],
+)
+def test_row_level_corruptions_name_the_rows(
+    churn: ModelSpec, churn_window: pd.DataFrame, kind: str, expectation: str
+) -> None:
+    bad = corrupt(churn_window, churn, [kind], seed=4)
+    changed = (bad != churn_window) & ~(bad.isna() & churn_window.isna())
+    bad_rows = changed.any(axis=1)
+    (column,) = changed.columns[changed.any()]
+
+    report = validate_batch(churn, bad)
+
+    check = _only(report, expectation, column)
+    assert len(report.failed) == 1
+    if kind == "duplicate_ids":
+        duplicated = set(bad.loc[bad["customer_id"].duplicated(keep=False), "customer_id"])
+        assert check.unexpected_count == bad["customer_id"].duplicated(keep=False).sum()
+        assert set(check.sample_ids) <= duplicated
+    else:
+        assert check.unexpected_count == bad_rows.sum()
+        assert set(check.sample_ids) <= set(bad.loc[bad_rows, "customer_id"])
+    assert check.sample_ids and check.sample_rows
+
+
+def test_few_rows_fails_the_row_count(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    bad = corrupt(churn_window, churn, ["few_rows"])
+    check = _only(validate_batch(churn, bad), "expect_table_row_count_to_be_between", None)
+    assert f"{len(bad)} rows; expected at least 500" == check.detail
+
+
+def test_breast_cancer_corruptions_fail(breast_cancer: ModelSpec) -> None:
+    window = pd.concat([f for _, f in breast_cancer_batches(breast_cancer, 10, END_DAY, seed=0)])
+    bad = corrupt(window, breast_cancer, ["unknown_category", "out_of_range"], seed=0)
+
+    report = validate_batch(breast_cancer, bad)
+
+    target = _only(report, "expect_column_values_to_be_in_set", "malignant")
+    assert set(target.sample_ids) <= set(bad.loc[bad["malignant"] == 2, "sample_id"])
+    assert any(c.expectation == "expect_column_values_to_be_between" for c in report.failed)
+
+
+def test_error_names_checks_rows_and_what_to_do(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    bad = corrupt(churn_window, churn, ["missing_column", "nulls", "wrong_types"], seed=5)
+    (dropped,) = set(churn.columns) - set(bad.columns)
+
+    with pytest.raises(DataValidationError) as failure:
+        validate_or_raise(churn, bad)
+
+    message = str(failure.value)
+    report = failure.value.report
+    assert not report.success
+    for check in report.failed:
+        assert check.expectation in message
+    assert f"expect_column_to_exist on column {dropped!r}" in message
+    null_check = next(c for c in report.failed if c.expectation == "expect_column_values_to_not_be_null")
+    assert all(row_id in message for row_id in null_check.sample_ids)
+    assert "landing/churn/date=2024-05-06/" in message and "fix or remove" in message
+    assert pickle.loads(pickle.dumps(failure.value)).report == report
+
+
+def test_missing_column_in_one_landed_file_names_the_file(churn: ModelSpec, data_root: Path) -> None:
+    land_demo_data(churn, days=2, end_day=END_DAY, rows_per_day=300)
+    bad = generate_churn(churn, 300, END_DAY, seed=0).drop(columns=["contract"])
+    bad_uri = land_batch(churn, bad, END_DAY)
+    window = load_window(churn, END_DAY, days=2)
+
+    with pytest.raises(DataValidationError) as failure:
+        validate_or_raise(churn, window)
+
+    check = _only(failure.value.report, "expect_column_to_exist", "contract")
+    assert bad_uri in check.detail
+    assert bad_uri in str(failure.value)
+    assert failure.value.report.missing_columns == {"contract": [bad_uri]}
+
+
+def test_report_renders_markdown_and_json(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    bad = corrupt(churn_window, churn, ["out_of_range"], seed=1)
+    report = validate_batch(churn, bad)
+
+    markdown = report.markdown()
+    check = report.failed[0]
+    assert "FAILED" in markdown and "| check | column |" in markdown
+    assert f"`{check.expectation}`" in markdown and check.sample_ids[0] in markdown
+
+    payload = json.loads(report.to_json())
+    assert payload["success"] is False
+    assert payload["failed"][0]["sample_ids"] == check.sample_ids
+    assert ValidationReport.model_validate(payload) == report
