@@ -57,16 +57,23 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         tags=["conveyor", "training", spec_name],
         params={
             "window_end": Param(
-                "", type="string", title="Window end (YYYY-MM-DD)",
+                "",
+                type="string",
+                title="Window end (YYYY-MM-DD)",
                 description="Last landed day to train on; empty = the run's logical date.",
             ),
             "window_days": Param(0, type="integer", minimum=0, title="Window length in days (0 = spec)"),
             "gate_mode": Param(
-                "spec", type="string", enum=["spec", "enforce", "dry_run"], title="Gate mode",
+                "spec",
+                type="string",
+                enum=["spec", "enforce", "dry_run"],
+                title="Gate mode",
                 description="enforce registers only when the gate passes; dry_run never registers.",
             ),
             "compression": Param(
-                [], type="array", items={"type": "string", "enum": ["tflite_dynamic_range", "none"]},
+                [],
+                type="array",
+                items={"type": "string", "enum": ["tflite_dynamic_range", "none"]},
                 title="Compression methods (empty = spec)",
             ),
             "force": Param(False, type="boolean", title="Register even if the gate fails"),
@@ -80,8 +87,12 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
             run = _run_context()
             return run_stage(
-                pipeline.validate_data, spec_name, dag_id=run["dag_id"], dag_run_id=run["dag_run_id"],
-                tracking_uri=_mlflow_uri(), window_end=run["params"]["window_end"] or run["run_day"],
+                pipeline.validate_data,
+                spec_name,
+                dag_id=run["dag_id"],
+                dag_run_id=run["dag_run_id"],
+                tracking_uri=_mlflow_uri(),
+                window_end=run["params"]["window_end"] or run["run_day"],
                 window_days=run["params"]["window_days"] or None,
             )
 
@@ -97,8 +108,13 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
             params = _run_context()["params"]
             return run_stage(
-                pipeline.evaluate_gate, spec_name, validated=validated, trained=trained,
-                tracking_uri=_mlflow_uri(), mode=params["gate_mode"], force=params["force"],
+                pipeline.evaluate_gate,
+                spec_name,
+                validated=validated,
+                trained=trained,
+                tracking_uri=_mlflow_uri(),
+                mode=params["gate_mode"],
+                force=params["force"],
             )
 
         @task.branch
@@ -117,8 +133,12 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
             params = _run_context()["params"]
             return run_stage(
-                pipeline.compress, spec_name, validated=validated, trained=trained,
-                tracking_uri=_mlflow_uri(), methods=params["compression"] or None,
+                pipeline.compress,
+                spec_name,
+                validated=validated,
+                trained=trained,
+                tracking_uri=_mlflow_uri(),
+                methods=params["compression"] or None,
             )
 
         @task
@@ -127,9 +147,16 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
             run = _run_context()
             return run_stage(
-                pipeline.register, spec_name, validated=validated, trained=trained, decision=decision,
-                compressed=compressed, tracking_uri=_mlflow_uri(), dag_id=run["dag_id"],
-                dag_run_id=run["dag_run_id"], params=run["params"],
+                pipeline.register,
+                spec_name,
+                validated=validated,
+                trained=trained,
+                decision=decision,
+                compressed=compressed,
+                tracking_uri=_mlflow_uri(),
+                dag_id=run["dag_id"],
+                dag_run_id=run["dag_run_id"],
+                params=run["params"],
             )
 
         validated = validate_data()
@@ -144,4 +171,6 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
 
 for _spec in load_all_specs():
-    globals()[f"conveyor_train_{_spec.name}"] = build_training_dag(_spec.name, _spec.schedule, _spec.description)
+    globals()[f"conveyor_train_{_spec.name}"] = build_training_dag(
+        _spec.name, _spec.schedule, _spec.description
+    )

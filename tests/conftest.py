@@ -16,7 +16,9 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
 @pytest.fixture(autouse=True)
-def conveyor_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def conveyor_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """Point settings at a fresh temporary home and data root for each test."""
     from conveyor.settings import get_settings
 

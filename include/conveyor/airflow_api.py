@@ -67,14 +67,23 @@ class AirflowClient:
         username: A user of the simple auth manager (``admin`` on the local stack).
         password: Its password (the local stack reads it from standalone's generated file).
         timeout: Seconds per HTTP call.
+        transport: An httpx transport (tests hand in ``httpx.MockTransport``).
     """
 
-    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self._password = password
         self._token: str | None = None
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     def __repr__(self) -> str:
         return f"AirflowClient({self.base_url!r}, username={self.username!r})"

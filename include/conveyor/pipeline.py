@@ -43,7 +43,12 @@ def _run_key(dag_run_id: str) -> str:
 def _git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -90,7 +95,9 @@ def validate_data(
     client.set_tag(run_id, "conveyor.data_fingerprint", snapshot.fingerprint)
     client.log_param(run_id, "window_end", window_end)
     client.log_param(run_id, "window_days", days)
-    log.info("validated %s rows of %s (%s..%s): fingerprint %s", len(df), model, end, days, snapshot.fingerprint)
+    log.info(
+        "validated %s rows of %s (%s..%s): fingerprint %s", len(df), model, end, days, snapshot.fingerprint
+    )
     return {
         "run_id": run_id,
         "dag_run_id": dag_run_id,

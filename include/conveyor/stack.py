@@ -299,6 +299,17 @@ def free_port(host: str = LOCALHOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def isolated_settings(home: Path, **overrides: Any) -> Settings:
+    """Settings for a throwaway stack in ``home`` on free ports (pytest fixtures, parallel stacks).
+
+    Args:
+        home: The stack's home folder (its data root defaults to ``home/data``).
+        **overrides: Any other :class:`~conveyor.settings.Settings` field.
+    """
+    ports = {"airflow_port": free_port(), "mlflow_port": free_port(), "model_server_port": free_port()}
+    return Settings(**{"home": home, **ports, **overrides})
+
+
 def port_is_free(port: int, host: str = LOCALHOST) -> bool:
     """Whether a server could listen on ``host:port`` now (same socket options as uvicorn)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -1,4 +1,4 @@
-"""End to end on the real embedded stack: Airflow's scheduler and triggerer, MLflow's server, the model server.
+"""End to end on the real embedded stack: Airflow scheduler and triggerer, MLflow server, model server.
 
 One stack per module (starting Airflow costs about a minute on 2 cores):
 
@@ -71,7 +71,7 @@ def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Sett
     from conveyor.registry.tracking import client_for
     from conveyor.serving.client import ModelServerClient
 
-    settings, info = stack_env
+    _, info = stack_env
     spec = load_spec("churn")
     today = datetime.now(UTC).date()
     land_demo_data(spec, days=7, end_day=today, rows_per_day=400, seed=1)
@@ -110,7 +110,10 @@ def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Sett
     # A corrupted batch: missing column, NaNs and wrong types.
     bad_day = today + timedelta(days=1)
     bad = corrupt(
-        generate_churn(spec, n_rows=600, day=bad_day, seed=5), spec, ["missing_column", "nulls", "wrong_types"], seed=5
+        generate_churn(spec, n_rows=600, day=bad_day, seed=5),
+        spec,
+        ["missing_column", "nulls", "wrong_types"],
+        seed=5,
     )
     land_batch(spec, bad, bad_day)
     bad_run_id = af.trigger(TRAIN_DAG, conf={"window_end": bad_day.isoformat(), "window_days": 1})

@@ -60,7 +60,11 @@ def plan_deployments(client: Any, events: list[dict[str, Any]]) -> list[dict[str
         champion = get_alias_version(client, name, CHAMPION)
         for old in superseded:
             old_version = old.get("version")
-            if old.get("registered_model") == name and old_version and old_version not in (challenger, champion):
+            if (
+                old.get("registered_model") == name
+                and old_version
+                and old_version not in (challenger, champion)
+            ):
                 log.info("%s v%s superseded by a later alias move; not deploying it", name, old_version)
                 client.set_model_version_tag(name, old_version, STATUS_TAG, "superseded")
         if challenger is None:
@@ -139,4 +143,10 @@ def deploy_candidate(
     client.set_model_version_tag(name, version, DEPLOYED_AT_TAG, datetime.now(UTC).isoformat())
     log.info("%s v%s is champion and serving (previous: v%s)", name, version, expected_champion)
     ledger = entry.model_dump(mode="json") if hasattr(entry, "model_dump") else str(entry)
-    return {"model": spec.name, "version": version, "previous": expected_champion, "stage": summary, "ledger": ledger}
+    return {
+        "model": spec.name,
+        "version": version,
+        "previous": expected_champion,
+        "stage": summary,
+        "ledger": ledger,
+    }

@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.config import ModelSpec
+from conveyor.errors import PermanentError
 from conveyor.settings import get_settings
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class TrainingError(RuntimeError):
     """Training could not produce a usable model."""
 
 
-class TrainingDivergedError(TrainingError):
+class TrainingDivergedError(PermanentError, TrainingError):
     """The loss became NaN or infinite during training."""
 
     def __init__(self, model_name: str, epoch: int, learning_rate: float | None = None) -> None:

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 FEATURES = ["x1", "x2", "color"]
 MAX_HAMMER_REQUESTS = 2000
+HAMMERS = 4  # concurrent clients, so requests are in flight at the moment of the swap
 
 
 @pytest.fixture
@@ -75,15 +76,14 @@ def test_stage_and_promote_under_load_without_a_failed_request(stack: Any, clien
     client.wait_ready(timeout=180)
     rows = _sample(stack, n=3)
     body = {"dataframe_split": {"columns": list(rows.columns), "data": rows.values.tolist()}}
-    seen: list[str] = []
+    seen: dict[int, list[str]] = {i: [] for i in range(HAMMERS)}
     failures: list[str] = []
     promoted = threading.Event()
-    after_promote = 0
 
-    def hammer() -> None:
-        nonlocal after_promote
+    def hammer(index: int) -> None:
+        after_promote = 0
         with ModelServerClient(stack.server_url, timeout=30) as hammer_client:
-            for _ in range(MAX_HAMMER_REQUESTS):
+            for _ in range(MAX_HAMMER_REQUESTS // HAMMERS):
                 try:
                     response = hammer_client._http.post("/invocations", params={"model": "tiny"}, json=body)
                 except Exception as exc:  # a dropped connection is a failed request too
@@ -92,16 +92,17 @@ def test_stage_and_promote_under_load_without_a_failed_request(stack: Any, clien
                 if response.status_code != 200:
                     failures.append(f"{response.status_code}: {response.text[:200]}")
                 else:
-                    seen.append(response.headers["X-Model-Version"])
+                    seen[index].append(response.headers["X-Model-Version"])
                 if promoted.is_set():
                     after_promote += 1
-                    if after_promote >= 50:
+                    if after_promote >= 25:
                         return
 
-    thread = threading.Thread(target=hammer, name="hammer")
-    thread.start()
+    threads = [threading.Thread(target=hammer, args=(i,), name=f"hammer-{i}") for i in range(HAMMERS)]
+    for thread in threads:
+        thread.start()
     try:
-        while len(seen) < 20 and thread.is_alive():
+        while sum(map(len, seen.values())) < 40 and any(t.is_alive() for t in threads):
             time.sleep(0.01)
         report = client.stage("tiny", stack.versions["v2"])
         assert report.passed, report
@@ -110,15 +111,19 @@ def test_stage_and_promote_under_load_without_a_failed_request(stack: Any, clien
         assert result.changed and result.previous_version == stack.versions["v1"]
     finally:
         promoted.set()
-        thread.join(timeout=120)
-    assert not thread.is_alive(), "the hammer did not finish"
+        for thread in threads:
+            thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a hammer did not finish"
 
     assert failures == [], failures[:5]
     v1, v2 = stack.versions["v1"], stack.versions["v2"]
-    assert seen[0] == v1 and seen[-1] == v2
-    switch = seen.index(v2)
-    assert set(seen[:switch]) == {v1} and set(seen[switch:]) == {v2}, "one clean switch, never back"
-    assert len(seen) <= MAX_HAMMER_REQUESTS
+    for versions in seen.values():
+        assert versions[0] == v1 and versions[-1] == v2
+        switch = versions.index(v2)
+        assert set(versions[:switch]) == {v1} and set(versions[switch:]) == {v2}, (
+            "one clean switch, never back"
+        )
+    assert sum(map(len, seen.values())) <= MAX_HAMMER_REQUESTS
     expected = support.offline_predict(stack.weights["v2"], rows[FEATURES])
     np.testing.assert_allclose(
         [p["probability"] for p in client.predict("tiny", rows)], expected["probability"], atol=1e-9
