@@ -37,7 +37,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+# Errors carry paths, URLs and log lines: never wrap them and never read them as rich markup.
+err_console = Console(stderr=True, soft_wrap=True)
 
 _options: dict[str, Any] = {"home": None}
 
@@ -53,7 +54,8 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print("[bold red]error:[/] ", end="")
+    err_console.print(message, markup=False, highlight=False)
     return typer.Exit(code)
 
 
@@ -103,7 +105,7 @@ def up(
     try:
         with console.status("starting the local stack...") as spinner:
             info = stack.up(
-                settings, wait=not no_wait, timeout=timeout, on_progress=lambda m: spinner.update(m)
+                settings, wait=not no_wait, timeout=timeout, on_progress=lambda m: spinner.update(Text(m))
             )
     except ConveyorError as exc:
         raise _fail(str(exc)) from exc

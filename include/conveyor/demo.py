@@ -369,7 +369,7 @@ def run_demo(
             settings,
             wait=True,
             timeout=up_timeout or stack.DEFAULT_UP_TIMEOUT,
-            on_progress=lambda msg: spinner.update(msg),
+            on_progress=lambda msg: spinner.update(Text(msg)),
         )
     if info.already_running:
         console.print("the stack was already running")

@@ -306,8 +306,19 @@ def isolated_settings(home: Path, **overrides: Any) -> Settings:
         home: The stack's home folder (its data root defaults to ``home/data``).
         **overrides: Any other :class:`~conveyor.settings.Settings` field.
     """
-    ports = {"airflow_port": free_port(), "mlflow_port": free_port(), "model_server_port": free_port()}
-    return Settings(**{"home": home, **ports, **overrides})
+    chosen: list[int] = []
+    while len(chosen) < 3:
+        port = free_port()
+        if port not in chosen:
+            chosen.append(port)
+    values: dict[str, Any] = {
+        "home": home,
+        "data_root": (home / "data").as_uri(),
+        "airflow_port": chosen[0],
+        "mlflow_port": chosen[1],
+        "model_server_port": chosen[2],
+    }
+    return Settings(**(values | overrides))
 
 
 def port_is_free(port: int, host: str = LOCALHOST) -> bool:
@@ -464,6 +475,9 @@ def render_supervisord_conf(
         bin_dir: Folder of the ``airflow``, ``mlflow`` and ``uvicorn`` scripts; this venv's by default.
     """
     bin_dir = bin_dir or venv_bin()
+    if "%" in str(settings.home) or "%" in str(bin_dir):
+        # supervisord %-expands some values twice (log file names), so no escaping is safe for all
+        raise StackError(f"the stack's home and venv paths cannot contain '%': {settings.home}, {bin_dir}")
     common = {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
         "PYTHONUNBUFFERED": "1",
@@ -826,7 +840,12 @@ def up(
                         rpc.supervisor.startProcess(name, False)
             already = True
         else:
-            state = _new_state(settings, load_state(paths))
+            previous = load_state(paths)
+            if previous is not None and (orphans := stack_processes(previous.stack_id)):
+                # supervisord died (killed, machine suspended) and left its children running
+                progress(f"stopping {len(orphans)} orphaned processes of the previous run")
+                _kill_leftovers(previous.stack_id, grace=0.0)
+            state = _new_state(settings, previous)
             check_ports_free(
                 {
                     **state.ports.public(),
@@ -1035,7 +1054,9 @@ def down(settings: Settings | None = None, purge: bool = False, timeout: float =
             while pid and _pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.3)
         if state is not None:
-            report.killed_leftovers = _kill_leftovers(state.stack_id, grace=10.0)
+            # after a clean shutdown give stragglers a moment; orphans of a dead supervisord none
+            grace = 10.0 if report.was_running else 0.0
+            report.killed_leftovers = _kill_leftovers(state.stack_id, grace=grace)
         report.stopped_in_s = round(time.monotonic() - started, 1)
     if purge:
         purge_home(paths)

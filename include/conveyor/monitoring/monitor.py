@@ -135,8 +135,8 @@ def _run_monitor(
         reference = _reference(client, spec, reference_version)
         if reference is None:
             alerts.append(
-                f"Version {reference_version} of {spec.registered_model_name} has no "
-                "artifacts/reference.parquet, so drift could not be measured."
+                f"Could not read artifacts/reference.parquet of {spec.registered_model_name} "
+                f"v{reference_version}, so drift was not measured (see the task log)."
             )
         else:
             drift = feature_drift(spec, reference, predictions, html_path=html_path)
@@ -225,9 +225,9 @@ def _reference(client: Any, spec: ModelSpec, version: str) -> pd.DataFrame | Non
     import mlflow
     import pandas as pd
 
-    base = str(client.get_model_version_download_uri(spec.registered_model_name, version)).rstrip("/")
     with tempfile.TemporaryDirectory() as tmp:
         try:
+            base = str(client.get_model_version_download_uri(spec.registered_model_name, version)).rstrip("/")
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"{base}/artifacts/reference.parquet",
                 dst_path=tmp,

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,6 +54,9 @@ from conveyor.serving.validation import (
     parse_json,
 )
 from conveyor.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from conveyor.config import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +211,7 @@ def create_app(
 
     async def serve(request: Request, name: str | None, route: str) -> Response:
         started = time.perf_counter()
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
         label, version = _UNKNOWN, ""
         slot = None
         try:
@@ -228,14 +231,12 @@ def create_app(
             raw = await request.body()
             if len(raw) > max_body_bytes:
                 raise ServingError(413, f"request body of {len(raw)} bytes exceeds {max_body_bytes} bytes")
-            body = parse_json(raw)
-            if route == "v2_infer":
-                batch = batch_from_oip(body, model.columns, slot.spec, max_batch_rows)
-                request_id = batch.request_id or request_id
-            else:
-                batch = batch_from_scoring_body(body, model.columns, slot.spec, max_batch_rows)
-            probability, prediction = await run_in_threadpool(_predict, model, batch)
-            response = _format(route, name, model, batch, probability, prediction, request_id)
+            # Parsing, validation, prediction and rendering are CPU work: off the event loop, so a
+            # 10,000-row batch never stalls the other requests (or /health) for its duration.
+            batch, probability, prediction, response = await run_in_threadpool(
+                _answer, route, name, model, slot.spec, raw, max_batch_rows, request_id
+            )
+            request_id = batch.request_id or request_id
         except Exception as raised:
             if isinstance(raised, ServingError):
                 exc = raised
@@ -307,6 +308,25 @@ def create_app(
         return server.reload(name)
 
     return app
+
+
+def _answer(
+    route: str,
+    name: str,
+    model: LoadedModel,
+    spec: ModelSpec,
+    raw: bytes,
+    max_rows: int,
+    request_id: str,
+) -> tuple[Batch, Any, Any, JSONResponse]:
+    body = parse_json(raw)
+    if route == "v2_infer":
+        batch = batch_from_oip(body, model.columns, spec, max_rows)
+    else:
+        batch = batch_from_scoring_body(body, model.columns, spec, max_rows)
+    probability, prediction = _predict(model, batch)
+    response = _format(route, name, model, batch, probability, prediction, batch.request_id or request_id)
+    return batch, probability, prediction, response
 
 
 def _predict(model: LoadedModel, batch: Batch) -> tuple[Any, Any]:

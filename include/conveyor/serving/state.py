@@ -50,7 +50,10 @@ def read_specs(specs_dir: Path) -> list[ModelSpec]:
     from conveyor.config import ModelSpec
 
     specs = []
-    for path in sorted(Path(specs_dir).glob("*.yaml")):
+    paths = sorted(Path(specs_dir).glob("*.yaml"))
+    if not paths:
+        log.warning("no model specs in %s: the server will serve nothing", specs_dir)
+    for path in paths:
         try:
             specs.append(ModelSpec.model_validate(yaml.safe_load(path.read_text())))
         except Exception as exc:
@@ -308,7 +311,11 @@ class ModelServer:
         self.metrics.swaps.labels(name).inc()
         log.info("%s promoted to version %s (was %s)", name, staged.version, old_version)
         return PromoteResult(
-            model=name, version=staged.version, previous_version=old_version, changed=True, at=_now()
+            model=name,
+            version=staged.version,
+            previous_version=old_version,
+            changed=old_version != staged.version,
+            at=_now(),
         )
 
     def reload(self, name: str) -> ReloadResult:

@@ -270,7 +270,7 @@ def batch_from_oip(
         frame=batch.frame,
         ids=batch.ids,
         n_rows=batch.n_rows,
-        request_id=str(request_id) if isinstance(request_id, str | int) else None,
+        request_id=str(request_id)[:128] if isinstance(request_id, str | int) else None,
         requested_outputs=requested,
     )
 

@@ -123,3 +123,17 @@ def test_an_empty_window_gives_a_report_that_says_so(
     assert run.data.metrics["n_predictions"] == 0
     assert run.data.tags["conveyor.served_version"] == "none"
     assert np.isclose(run.data.metrics["retrain_recommended"], 0)
+
+
+def test_a_version_without_reference_gives_an_alert_not_a_crash(
+    spec: Any, write_log: Any, support_module: Any, mlflow_client: Any
+) -> None:
+    root = write_log(support_module.make_frame(30, seed=24), ts=NOW - timedelta(hours=2))
+    report = run_monitor(
+        mlflow_client, spec, now=NOW, served_version="999", data_root=root, log_to_mlflow=False
+    )
+    assert report.drift is None and report.n_predictions == 30
+    assert report.alerts == (
+        "Could not read artifacts/reference.parquet of conveyor-test-monitor v999, "
+        "so drift was not measured (see the task log).",
+    )

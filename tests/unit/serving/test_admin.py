@@ -142,6 +142,7 @@ def test_latency_over_budget_is_reported(
     specs = tmp_path / "specs"
     support_module.write_spec(specs, "tiny", "conveyor-test-tiny", latency_budget_ms=0.000001)
     client = start_app(make_settings(specs_dir=specs))
+    assert client.post("/invocations", json=ROW).status_code == 200, "one model: ?model= is optional"
     report = client.post(
         "/admin/models/tiny/stage", json={"version": store.versions["candidate"]}, headers=admin
     )

@@ -197,10 +197,12 @@ def test_empty_batch_is_422(app_client: Any) -> None:
 
 
 def test_oversize_batch_is_refused_before_prediction(make_settings: Any, start_app: Any) -> None:
-    client = start_app(make_settings(), max_batch_rows=3)
+    client = start_app(make_settings(), max_batch_rows=3, max_body_bytes=2000)
     rows = [[0.1, 0.2, "red"]] * 4
     _assert_error(_post_split(client, ["x1", "x2", "color"], rows), 422, "4 rows", "limit of 3")
     assert _post_split(client, ["x1", "x2", "color"], rows[:3]).status_code == 200
+    huge = [[0.1, 0.2, "red" * 1000]]
+    _assert_error(_post_split(client, ["x1", "x2", "color"], huge), 413, "exceeds 2000 bytes")
 
 
 @pytest.mark.parametrize(
@@ -350,3 +352,32 @@ def test_a_broken_log_disk_never_fails_a_request(make_settings: Any, start_app: 
     assert client.app.state.predlog.flush(10)
     text = client.get("/metrics").text
     assert 'conveyor_prediction_log_rows_dropped_total{model="tiny",reason="write_error"} 2.0' in text
+
+
+def test_port_answers_while_models_load_and_readiness_waits(make_settings: Any, monkeypatch: Any) -> None:
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from conveyor.serving import loader
+    from conveyor.serving.app import create_app
+
+    release = threading.Event()
+    real_resolve = loader.resolve_champion
+
+    def slow_resolve(settings: Any, spec: Any) -> str:
+        assert release.wait(30), "the test never released the loader"
+        return real_resolve(settings, spec)
+
+    monkeypatch.setattr(loader, "resolve_champion", slow_resolve)
+    app = create_app(make_settings(), load_attempts=1)
+    with TestClient(app) as client:
+        assert client.get("/health/live").status_code == 200
+        loading = client.get("/health/ready")
+        assert loading.status_code == 503
+        assert loading.json()["detail"] == "models are still loading"
+        assert loading.json()["models"]["tiny"]["state"] == "loading"
+        _assert_error(_post_split(client, FEATURES, [[0.1, 0.2, "red"]]), 503, "still loading")
+        release.set()
+        assert app.state.server.initial_load_done.wait(60)
+        assert client.get("/health/ready").status_code == 200

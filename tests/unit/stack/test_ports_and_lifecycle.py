@@ -1,0 +1,147 @@
+"""Port checks, a stopped stack, logs and purge: everything of the stack that needs no running server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor import stack
+from conveyor.settings import REPO_ROOT, Settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port something is listening on (as if another server held it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield int(sock.getsockname()[1])
+
+
+def test_free_port_is_free_and_a_listening_port_is_not(listening: int) -> None:
+    port = stack.free_port()
+    assert stack.port_is_free(port)
+    assert not stack.port_is_free(listening)
+
+
+def test_isolated_settings_give_distinct_free_ports_under_home(tmp_path: Path) -> None:
+    settings = stack.isolated_settings(tmp_path / "h")
+    ports = {settings.airflow_port, settings.mlflow_port, settings.model_server_port}
+    assert len(ports) == 3
+    assert all(stack.port_is_free(p) for p in ports)
+    assert settings.data_root == (tmp_path / "h" / "data").as_uri()
+
+
+def test_taken_port_names_the_component_and_the_fix(listening: int) -> None:
+    with pytest.raises(stack.PortInUseError) as err:
+        stack.check_ports_free({"airflow": stack.free_port(), "mlflow": listening})
+    message = str(err.value)
+    assert f"mlflow: port {listening} is in use" in message
+    assert "--mlflow-port" in message and "CONVEYOR_MLFLOW_PORT" in message
+    assert "airflow:" not in message
+
+
+def test_same_port_for_two_components_is_refused() -> None:
+    port = stack.free_port()
+    with pytest.raises(stack.PortInUseError, match="must differ"):
+        stack.check_ports_free({"airflow": port, "mlflow": port})
+
+
+def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path, listening: int) -> None:
+    settings = stack.isolated_settings(tmp_path / "home", airflow_port=listening)
+    with pytest.raises(stack.PortInUseError, match=f"airflow: port {listening}"):
+        stack.up(settings, timeout=5)
+    paths = stack.StackPaths(settings.home)
+    assert not paths.conf_file.exists()
+    assert not stack.supervisord_running(paths)
+
+
+def test_busy_default_log_server_port_moves_elsewhere(listening: int) -> None:
+    assert stack._pick_internal_port(listening, avoid=set()) != listening
+    free = stack.free_port()
+    assert stack._pick_internal_port(free, avoid=set()) == free
+    assert stack._pick_internal_port(free, avoid={free}) != free
+
+
+def test_status_of_a_stopped_stack(tmp_path: Path) -> None:
+    settings = stack.isolated_settings(tmp_path)
+    components = stack.status(settings)
+    assert [c.name for c in components] == list(stack.COMPONENTS)
+    assert all(c.process_state == "STOPPED" and not c.healthy for c in components)
+    assert components[2].url == f"http://127.0.0.1:{settings.airflow_port}"
+
+
+def test_stack_info_and_down_when_not_running(tmp_path: Path) -> None:
+    settings = stack.isolated_settings(tmp_path)
+    with pytest.raises(stack.StackNotRunningError, match="conveyor up"):
+        stack.stack_info(settings)
+    report = stack.down(settings)
+    assert not report.was_running and not report.killed_leftovers
+
+
+def test_logs_tail_and_unknown_component(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    with pytest.raises(stack.StackError, match="choose one of mlflow, model-server, airflow, supervisord"):
+        list(stack.logs(settings, "webserver"))
+    with pytest.raises(stack.StackError, match="no log for mlflow yet"):
+        list(stack.logs(settings, "mlflow"))
+    log = stack.StackPaths(tmp_path).log_file("mlflow")
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"line {i}\n" for i in range(5000)))
+    assert list(stack.logs(settings, "mlflow", lines=3)) == ["line 4997", "line 4998", "line 4999"]
+    assert stack.tail(log, 0) == ""
+
+
+def test_purge_refuses_folders_that_are_not_a_stack_home(tmp_path: Path) -> None:
+    with pytest.raises(stack.StackError, match="refusing"):
+        stack.purge_home(stack.StackPaths(REPO_ROOT))
+    stranger = tmp_path / "someone-elses"
+    stranger.mkdir()
+    (stranger / "thesis.tex").write_text("precious")
+    with pytest.raises(stack.StackError, match="refusing"):
+        stack.purge_home(stack.StackPaths(stranger))
+    assert (stranger / "thesis.tex").exists()
+
+
+def test_purge_deletes_a_stopped_stack_home(tmp_path: Path) -> None:
+    settings = stack.isolated_settings(tmp_path / "home")
+    paths = stack.StackPaths(settings.home)
+    stack._prepare_home(settings, paths)
+    stack.save_state(paths, stack._new_state(settings, None))
+    report = stack.down(settings, purge=True)
+    assert report.purged and not settings.home.exists()
+
+
+def test_down_stops_orphans_of_a_dead_supervisord(tmp_path: Path) -> None:
+    """Processes carrying this stack's id outlive a killed supervisord; `down` still ends them."""
+    settings = stack.isolated_settings(tmp_path / "home")
+    paths = stack.StackPaths(settings.home)
+    state = stack._new_state(settings, None)
+    stack.save_state(paths, state)
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        env={**os.environ, "CONVEYOR_STACK_ID": state.stack_id},
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        env={**os.environ, "CONVEYOR_STACK_ID": "another-stack"},
+    )
+    try:
+        assert orphan.pid in stack.stack_processes(state.stack_id)
+        report = stack.down(settings)
+        assert not report.was_running
+        assert report.killed_leftovers == [orphan.pid]
+        assert orphan.wait(timeout=10) != 0
+        assert other.poll() is None  # another stack's process is left alone
+    finally:
+        for proc in (orphan, other):
+            proc.kill()
+            proc.wait(timeout=10)

@@ -1,0 +1,207 @@
+"""The generated supervisord.conf, read back with supervisor's own config parser."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from supervisor.options import ServerOptions
+
+from conveyor import stack
+from conveyor.settings import REPO_ROOT, Settings
+
+pytestmark = pytest.mark.unit
+
+
+def _state(settings: Settings) -> stack.StackState:
+    return stack.StackState(
+        ports=stack.StackPorts(
+            airflow=settings.airflow_port,
+            mlflow=settings.mlflow_port,
+            model_server=settings.model_server_port,
+            airflow_worker_logs=18793,
+            airflow_trigger_logs=18794,
+        ),
+        data_root=settings.data_root,
+    )
+
+
+def _programs(settings: Settings, state: stack.StackState, tmp_path: Path) -> dict[str, Any]:
+    """Render, write and parse the config exactly as supervisord would."""
+    paths = stack.StackPaths(settings.home)
+    stack._prepare_home(settings, paths)  # supervisord checks that log and work folders exist
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(stack.render_supervisord_conf(settings, state, paths, bin_dir=Path("/opt/venv/bin")))
+    options = ServerOptions()
+    options.configfile = str(conf)
+    options.process_config(do_usage=False)
+    programs = {p.name: p for g in options.process_group_configs for p in g.process_configs}
+    programs["__options__"] = options
+    return programs
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        data_root=(tmp_path / "home" / "data").as_uri(),
+        airflow_port=18080,
+        mlflow_port=15000,
+        model_server_port=18000,
+    )
+
+
+def test_three_programs_with_their_commands_ports_and_logs(settings: Settings, tmp_path: Path) -> None:
+    state = _state(settings)
+    programs = _programs(settings, state, tmp_path)
+    home = settings.home
+
+    assert {"airflow", "mlflow", "model-server"} <= set(programs)
+    assert programs["airflow"].command == "/opt/venv/bin/airflow standalone"
+
+    mlflow = programs["mlflow"].command
+    assert mlflow.startswith("/opt/venv/bin/mlflow server ")
+    assert f"--backend-store-uri sqlite:///{home}/mlflow/mlflow.db" in mlflow
+    assert f"--artifacts-destination {home}/mlflow/artifacts" in mlflow
+    assert "--host 127.0.0.1 --port 15000 --workers 1" in mlflow
+    assert "--serve-artifacts" in mlflow
+
+    server = programs["model-server"].command
+    assert "/opt/venv/bin/uvicorn conveyor.serving.app:create_app --factory" in server
+    assert "--host 127.0.0.1 --port 18000" in server
+
+    for name in ("airflow", "mlflow", "model-server"):
+        program = programs[name]
+        assert program.stdout_logfile == str(home / "logs" / f"{name}.log")
+        assert program.redirect_stderr
+        # The whole process group is signalled, so no child outlives `down`.
+        assert program.stopasgroup and program.killasgroup
+    # standalone only shuts its children down on KeyboardInterrupt.
+    assert programs["airflow"].stopsignal == 2
+
+    options = programs["__options__"]
+    assert options.pidfile == str(home / "supervisord.pid")
+    assert options.logfile == str(home / "logs" / "supervisord.log")
+
+
+def test_airflow_environment_is_small_machine_standalone(settings: Settings, tmp_path: Path) -> None:
+    state = _state(settings)
+    env = _programs(settings, state, tmp_path)["airflow"].environment
+    home = settings.home
+
+    assert env["AIRFLOW_HOME"] == str(home / "airflow")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(REPO_ROOT / "dags")
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{home}/airflow/airflow.db"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert int(env["AIRFLOW__CORE__PARALLELISM"]) <= 4
+    assert int(env["AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG"]) <= 4
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+    assert int(env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"]) <= 10
+    assert env["AIRFLOW__API__PORT"] == "18080"
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    # Task processes reach the execution API through base_url; it must follow the port.
+    assert env["AIRFLOW__API__BASE_URL"] == "http://127.0.0.1:18080"
+    assert env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "18793"
+    assert env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == "18794"
+    assert env["PATH"].startswith("/opt/venv/bin")
+
+
+def test_airflow_plugins_folder_is_not_the_package_folder(settings: Settings, tmp_path: Path) -> None:
+    """Airflow imports every .py of its plugins folder as a top-level module named after the file:
+    plugins/conveyor_airflow/hooks/mlflow.py would become `mlflow` and hide the real package."""
+    env = _programs(settings, _state(settings), tmp_path)["airflow"].environment
+    plugins_folder = Path(env["AIRFLOW__CORE__PLUGINS_FOLDER"])
+    assert plugins_folder == settings.home / "airflow" / "plugins"
+    assert plugins_folder.resolve() != (REPO_ROOT / "plugins").resolve()
+
+
+def test_task_environment_points_at_this_stack(settings: Settings, tmp_path: Path) -> None:
+    state = _state(settings)
+    programs = _programs(settings, state, tmp_path)
+    for name in ("airflow", "model-server"):
+        env = programs[name].environment
+        assert env["CONVEYOR_HOME"] == str(settings.home)
+        assert env["CONVEYOR_DATA_ROOT"] == settings.data_root
+        assert env["CONVEYOR_MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"
+        assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"
+        assert env["CONVEYOR_MODEL_SERVER_URL"] == "http://127.0.0.1:18000"
+        assert env["CONVEYOR_STACK_ID"] == state.stack_id
+    assert programs["mlflow"].environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_model_server_token_only_where_it_is_needed(settings: Settings, tmp_path: Path) -> None:
+    state = _state(settings)
+    programs = _programs(settings, state, tmp_path)
+    assert programs["model-server"].environment["CONVEYOR_MODEL_SERVER_TOKEN"] == state.model_server_token
+    # Airflow tasks get the token from the model_server_default connection, not from the environment.
+    assert state.model_server_token not in programs["airflow"].environment.values()
+    assert state.model_server_token not in programs["mlflow"].environment.values()
+
+
+def test_spaces_and_percent_encoding_survive_the_config_parser(tmp_path: Path) -> None:
+    home = tmp_path / "my home"
+    settings = Settings(home=home, data_root=(home / "data").as_uri())
+    assert "%20" in settings.data_root  # supervisord expands %-formats: this must come out intact
+    state = _state(settings)
+    programs = _programs(settings, state, tmp_path)
+    assert programs["airflow"].environment["AIRFLOW_HOME"] == str(home / "airflow")
+    assert programs["airflow"].environment["CONVEYOR_DATA_ROOT"] == settings.data_root
+    assert programs["mlflow"].stdout_logfile == str(home / "logs" / "mlflow.log")
+    assert f"sqlite:///{home}/mlflow/mlflow.db" in shlex.split(programs["mlflow"].command)
+
+
+def test_a_literal_percent_in_home_is_refused_clearly(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "100%", data_root=(tmp_path / "data").as_uri())
+    paths = stack.StackPaths(settings.home)
+    with pytest.raises(stack.StackError, match="'%'"):
+        stack.render_supervisord_conf(settings, _state(settings), paths)
+
+
+def test_environment_values_with_quotes_are_refused(settings: Settings) -> None:
+    with pytest.raises(stack.StackError, match="quote or newline"):
+        stack._env_line({"X": 'say "hi"'})
+
+
+def test_long_home_moves_the_socket_to_tmp(tmp_path: Path) -> None:
+    long_home = tmp_path / ("x" * 120)
+    paths = stack.StackPaths(long_home)
+    assert len(str(paths.socket_file)) <= 100
+    assert paths.socket_file.parent == Path("/tmp")
+    assert stack.StackPaths(long_home).socket_file == paths.socket_file  # stable: status finds it again
+    assert stack.StackPaths(tmp_path / "short").socket_file == tmp_path / "short" / "supervisor.sock"
+
+
+def test_state_file_is_private_and_keeps_secrets_across_restarts(settings: Settings) -> None:
+    paths = stack.StackPaths(settings.home)
+    first = stack._new_state(settings, None)
+    stack.save_state(paths, first)
+    assert stat.S_IMODE(os.stat(paths.state_file).st_mode) == 0o600
+
+    again = stack._new_state(settings, stack.load_state(paths))
+    assert again.model_server_token == first.model_server_token
+    assert again.stack_id == first.stack_id
+    assert len(first.model_server_token) >= 32
+
+
+def test_ports_come_from_settings_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_AIRFLOW_PORT", "18181")
+    monkeypatch.setenv("CONVEYOR_MLFLOW_PORT", "15151")
+    settings = Settings(home=tmp_path, model_server_port=18282)
+    state = stack._new_state(settings, None)
+    assert (state.ports.airflow, state.ports.mlflow, state.ports.model_server) == (18181, 15151, 18282)
+    assert len({*state.ports.public().values(), state.ports.airflow_worker_logs}) == 4
+
+
+def test_local_state_folder_is_git_ignored() -> None:
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", str(REPO_ROOT / ".conveyor" / "stack.json")],
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, ".conveyor/ (secrets, databases) must be git-ignored"
