@@ -36,7 +36,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# soft_wrap: URLs and run ids stay on one line (copy-paste), also in CI logs and pipes.
+console = Console(soft_wrap=True)
 # Errors carry paths, URLs and log lines: never wrap them and never read them as rich markup.
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -103,7 +104,7 @@ def up(
         airflow_port=airflow_port, mlflow_port=mlflow_port, model_server_port=model_server_port
     )
     try:
-        with console.status("starting the local stack...") as spinner:
+        with console.status("starting the local stack...", refresh_per_second=4) as spinner:
             info = stack.up(
                 settings, wait=not no_wait, timeout=timeout, on_progress=lambda m: spinner.update(Text(m))
             )
@@ -132,7 +133,7 @@ def down(
 
     settings = _settings()
     try:
-        with console.status("stopping the local stack..."):
+        with console.status("stopping the local stack...", refresh_per_second=4):
             report = stack.down(settings, purge=purge)
     except ConveyorError as exc:
         raise _fail(str(exc)) from exc

@@ -350,7 +350,7 @@ def run_demo(
     from conveyor.data.generate import land_demo_data
 
     settings = settings or get_settings()
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     end_day = end_day or dt.datetime.now(dt.UTC).date()
     started = time.monotonic()
 
@@ -364,7 +364,7 @@ def run_demo(
 
     # 2. The stack.
     console.rule("[bold]2. start the local stack")
-    with console.status("starting Airflow, MLflow and the model server...") as spinner:
+    with console.status("starting Airflow, MLflow and the model server...", refresh_per_second=4) as spinner:
         info = stack.up(
             settings,
             wait=True,
@@ -381,7 +381,7 @@ def run_demo(
         # 3. Training.
         console.rule("[bold]3. train")
         for dag_id in [*(training_dag_id(m) for m in models), DEPLOY_DAG_ID]:
-            with console.status(f"waiting for Airflow to parse {dag_id}..."):
+            with console.status(f"waiting for Airflow to parse {dag_id}...", refresh_per_second=4):
                 client.wait_for_dag(dag_id, timeout=300, unpause=True)
         runs: dict[str, str] = {}
         for model in models:
@@ -414,7 +414,9 @@ def run_demo(
                 register = next(t for t in tis if t.get("task_id") == "register")
                 moved_after = parse_api_datetime(register.get("start_date")) or dt.datetime.now(dt.UTC)
                 console.rule(f"[bold]4. deploy {model}")
-                with console.status(f"waiting for {DEPLOY_DAG_ID} to pick up {model}@challenger..."):
+                with console.status(
+                    f"waiting for {DEPLOY_DAG_ID} to pick up {model}@challenger...", refresh_per_second=4
+                ):
                     deploy = client.wait_for_new_run(DEPLOY_DAG_ID, after=moved_after, timeout=DEPLOY_WAIT_S)
                 deploy_id = deploy["dag_run_id"]
                 console.print(f"following {run_url(info.airflow_url, DEPLOY_DAG_ID, deploy_id)}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -536,9 +537,11 @@ def render_supervisord_conf(
             "environment": _env_line({**common, **conveyor, **airflow_env(settings, state, paths)}),
             "priority": "300",
             # standalone stops its scheduler, API server, DAG processor and triggerer on SIGINT
-            # (KeyboardInterrupt); the whole process group gets it, then SIGKILL after 45 s.
+            # (KeyboardInterrupt); the whole process group gets it. The scheduler waits for running
+            # tasks, so after 30 s the group gets SIGKILL and `down` ends task processes (they run
+            # in sessions of their own) through their CONVEYOR_STACK_ID.
             "stopsignal": "INT",
-            "stopwaitsecs": "45",
+            "stopwaitsecs": "30",
         },
     }
     lines = [
@@ -668,9 +671,16 @@ def stack_processes(stack_id: str) -> list[int]:
 # ------------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _health_http() -> httpx.Client:
+    # One client for all health polls: a new one per call builds an SSL context each time, which
+    # costs real CPU on the 2-core machine the stack is busy starting on.
+    return httpx.Client()
+
+
 def _http_get(url: str, timeout: float = 3.0) -> httpx.Response | None:
     try:
-        return httpx.get(url, timeout=timeout)
+        return _health_http().get(url, timeout=timeout)
     except httpx.HTTPError:
         return None
 
@@ -918,6 +928,12 @@ def _wait_healthy(
     last_message = apply_error = ""
     while True:
         procs = _process_info(paths)
+        if not procs:
+            raise ComponentFailedError(
+                "supervisord",
+                f"supervisord stopped answering on {paths.socket_file} while the stack was starting",
+                tail(paths.log_file("supervisord"), 30),
+            )
         for name in COMPONENTS:
             proc_state = procs.get(name, {}).get("statename", "UNKNOWN")
             if proc_state in _FAILED_PROCESS_STATES:
@@ -959,7 +975,7 @@ def _wait_healthy(
                 f"full log: {paths.log_file(name)}",
                 tail(paths.log_file(name), 40),
             )
-        time.sleep(1.0)
+        time.sleep(2.0)
 
 
 def _airflow_api_up(state: StackState) -> bool:
@@ -1043,6 +1059,8 @@ def down(settings: Settings | None = None, purge: bool = False, timeout: float =
     paths = StackPaths(settings.home)
     started = time.monotonic()
     report = DownReport(was_running=False)
+    if not paths.home.exists():
+        return report
     with _locked(paths):
         state = load_state(paths)
         if supervisord_running(paths):
@@ -1092,7 +1110,8 @@ def purge_home(paths: StackPaths) -> None:
     if home in forbidden or home in REPO_ROOT.resolve().parents:
         raise StackError(f"refusing to delete {home}: it is not a Conveyor home folder")
     markers = (paths.state_file, paths.conf_file, paths.airflow_home, paths.mlflow_dir)
-    if any(home.iterdir()) and not any(m.exists() for m in markers):
+    contents = [p for p in home.iterdir() if p.name != paths.lock_file.name]
+    if contents and not any(m.exists() for m in markers):
         raise StackError(
             f"refusing to delete {home}: it holds no stack.json/supervisord.conf; delete it yourself"
         )

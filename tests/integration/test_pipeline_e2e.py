@@ -88,7 +88,8 @@ def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Sett
 
     mlflow = client_for(info.mlflow_url)  # type: ignore[attr-defined]
     versions = mlflow.search_model_versions(f"name='{spec.registered_model_name}'")
-    assert len(versions) == 1
+    register_logs = "\n".join(af.task_log(TRAIN_DAG, run_id, "register", 1)[-4000:] for _ in (1,))
+    assert len(versions) == 1, ([(v.version, v.source, v.tags) for v in versions], register_logs)
     challenger = get_alias_version(mlflow, spec.registered_model_name, "challenger")
     assert challenger == versions[0].version
     tags = versions[0].tags

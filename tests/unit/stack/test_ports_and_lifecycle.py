@@ -145,3 +145,10 @@ def test_down_stops_orphans_of_a_dead_supervisord(tmp_path: Path) -> None:
         for proc in (orphan, other):
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_down_purge_of_a_home_that_never_existed_creates_nothing(tmp_path: Path) -> None:
+    settings = stack.isolated_settings(tmp_path / "never")
+    report = stack.down(settings, purge=True)
+    assert not report.was_running
+    assert not (tmp_path / "never").exists()
