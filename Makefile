@@ -9,7 +9,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-integration lint format down up status bench clean lock
+.PHONY: setup demo test test-e2e test-unit test-integration lint format down up status bench clean lock
 
 setup: $(VENV)/.installed
 
@@ -46,8 +46,12 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The e2e tests (whole embedded stack under the real scheduler) run with `make test-e2e`; see the README.
 test: setup lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not e2e" $(PYTEST_ARGS)
+
+test-e2e: setup
+	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)
 
 test-unit: setup
 	$(VENV)/bin/pytest -m "not integration" $(PYTEST_ARGS)

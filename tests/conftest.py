@@ -28,3 +28,14 @@ def conveyor_home(
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
+
+
+_E2E_PATHS = ("tests/integration/stack/", "tests/integration/test_pipeline_e2e.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that boot the whole embedded stack as ``e2e`` (run by ``make test-e2e``)."""
+    for item in items:
+        path = str(item.path).replace("\\", "/")
+        if any(part in path for part in _E2E_PATHS):
+            item.add_marker(pytest.mark.e2e)

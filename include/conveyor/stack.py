@@ -537,11 +537,11 @@ def render_supervisord_conf(
             "environment": _env_line({**common, **conveyor, **airflow_env(settings, state, paths)}),
             "priority": "300",
             # standalone stops its scheduler, API server, DAG processor and triggerer on SIGINT
-            # (KeyboardInterrupt); the whole process group gets it. The scheduler waits for running
-            # tasks, so after 30 s the group gets SIGKILL and `down` ends task processes (they run
-            # in sessions of their own) through their CONVEYOR_STACK_ID.
+            # (KeyboardInterrupt); the whole process group gets it. The scheduler often lingers
+            # (it waits for running tasks), so after 20 s the group gets SIGKILL and `down` ends
+            # task processes, which run in sessions of their own (see stack_processes).
             "stopsignal": "INT",
-            "stopwaitsecs": "30",
+            "stopwaitsecs": "20",
         },
     }
     lines = [
@@ -650,18 +650,36 @@ def _clean_env(state: StackState) -> dict[str, str]:
     return env
 
 
-def stack_processes(stack_id: str) -> list[int]:
-    """PIDs of live processes started by the stack ``stack_id`` (they carry ``CONVEYOR_STACK_ID``)."""
+def stack_processes(stack_id: str, home: Path) -> list[int]:
+    """PIDs of live processes of the stack ``stack_id`` living in ``home``.
+
+    A process belongs to the stack when it carries ``CONVEYOR_STACK_ID=<stack_id>`` in its
+    environment, or when it is this venv's Python working inside ``home``: Airflow renames its
+    workers, API server and task processes with setproctitle, which wipes their visible
+    environment, and task processes run in sessions of their own (a process-group kill misses
+    them), but they keep the working directory supervisord gave the program. This process and
+    its ancestors are never included.
+    """
     import psutil
 
+    home = home.resolve()
+    python = os.path.realpath(sys.executable)
+    me = psutil.Process()
+    spared = {me.pid, *(p.pid for p in me.parents())}
     found = []
     for proc in psutil.process_iter(["pid"]):
+        if proc.pid in spared:
+            continue
         try:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             if proc.environ().get("CONVEYOR_STACK_ID") == stack_id:
                 found.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            cwd = Path(proc.cwd())
+            if (cwd == home or home in cwd.parents) and proc.exe() == python:
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
 
@@ -851,10 +869,10 @@ def up(
             already = True
         else:
             previous = load_state(paths)
-            if previous is not None and (orphans := stack_processes(previous.stack_id)):
+            if previous is not None and (orphans := stack_processes(previous.stack_id, paths.home)):
                 # supervisord died (killed, machine suspended) and left its children running
                 progress(f"stopping {len(orphans)} orphaned processes of the previous run")
-                _kill_leftovers(previous.stack_id, grace=0.0)
+                _kill_leftovers(previous.stack_id, paths.home, grace=0.0)
             state = _new_state(settings, previous)
             check_ports_free(
                 {
@@ -1074,7 +1092,7 @@ def down(settings: Settings | None = None, purge: bool = False, timeout: float =
         if state is not None:
             # after a clean shutdown give stragglers a moment; orphans of a dead supervisord none
             grace = 10.0 if report.was_running else 0.0
-            report.killed_leftovers = _kill_leftovers(state.stack_id, grace=grace)
+            report.killed_leftovers = _kill_leftovers(state.stack_id, paths.home, grace=grace)
         report.stopped_in_s = round(time.monotonic() - started, 1)
     if purge:
         purge_home(paths)
@@ -1082,23 +1100,27 @@ def down(settings: Settings | None = None, purge: bool = False, timeout: float =
     return report
 
 
-def _kill_leftovers(stack_id: str, grace: float) -> list[int]:
-    """Wait up to ``grace`` s for processes of this stack to exit, then SIGTERM and SIGKILL them."""
+def _kill_leftovers(stack_id: str, home: Path, grace: float) -> list[int]:
+    """Wait up to ``grace`` s for processes of this stack to exit, then SIGTERM and SIGKILL them.
+
+    Returns:
+        The PIDs that had to be signalled.
+    """
     deadline = time.monotonic() + grace
-    while (pids := stack_processes(stack_id)) and time.monotonic() < deadline:
+    while (pids := stack_processes(stack_id, home)) and time.monotonic() < deadline:
         time.sleep(0.3)
-    if not pids:
-        return []
+    signalled: set[int] = set()
     for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        if not pids:
+            break
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
+        signalled.update(pids)
         end = time.monotonic() + wait_s
-        while stack_processes(stack_id) and time.monotonic() < end:
+        while (pids := stack_processes(stack_id, home)) and time.monotonic() < end:
             time.sleep(0.2)
-        if not stack_processes(stack_id):
-            break
-    return pids
+    return sorted(signalled)
 
 
 def purge_home(paths: StackPaths) -> None:

@@ -88,11 +88,12 @@ def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Sett
 
     mlflow = client_for(info.mlflow_url)  # type: ignore[attr-defined]
     versions = mlflow.search_model_versions(f"name='{spec.registered_model_name}'")
-    register_logs = "\n".join(af.task_log(TRAIN_DAG, run_id, "register", 1)[-4000:] for _ in (1,))
-    assert len(versions) == 1, ([(v.version, v.source, v.tags) for v in versions], register_logs)
+    mine = [v for v in versions if v.tags.get("conveyor.dag_run_id") == run_id]
+    assert mine, [(v.version, v.tags) for v in versions]
+    versions_before_bad_batch = len(versions)
     challenger = get_alias_version(mlflow, spec.registered_model_name, "challenger")
-    assert challenger == versions[0].version
-    tags = versions[0].tags
+    assert challenger in {v.version for v in mine}
+    tags = mine[0].tags
     assert tags["conveyor.dag_run_id"] == run_id and tags["conveyor.data_fingerprint"]
 
     # The alias move, not this test, starts the deploy DAG (AssetWatcher in the triggerer).
@@ -124,7 +125,9 @@ def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Sett
     assert bad_states["register"] in ("upstream_failed", None), bad_states
     log_text = af.task_log(TRAIN_DAG, bad_run_id, "validate_data", 1)
     assert "expect_column" in log_text.lower() or "ExpectColumn" in log_text, log_text[-3000:]
-    assert len(mlflow.search_model_versions(f"name='{spec.registered_model_name}'")) == 1
+    assert (
+        len(mlflow.search_model_versions(f"name='{spec.registered_model_name}'")) == versions_before_bad_batch
+    )
     assert get_alias_version(mlflow, spec.registered_model_name, "champion") == challenger
     time.sleep(1)
     again = server.predict("churn", records)

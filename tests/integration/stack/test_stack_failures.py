@@ -48,5 +48,5 @@ def test_a_component_dying_at_start_is_named_with_its_log_tail(
     assert "disk on fire" in message  # the log tail
     state = stack.load_state(stack.StackPaths(settings.home))
     assert state is not None
-    assert stack.stack_processes(state.stack_id) == []  # the failed start was cleaned up
+    assert stack.stack_processes(state.stack_id, settings.home) == []  # the failed start was cleaned up
     assert not stack.supervisord_running(stack.StackPaths(settings.home))

@@ -116,12 +116,14 @@ def test_down_leaves_no_process_and_keeps_the_data(running: tuple[Settings, stac
     paths = stack.StackPaths(settings.home)
     state = stack.load_state(paths)
     assert state is not None
-    assert len(stack.stack_processes(state.stack_id)) >= 5  # supervisord, 3 programs, Airflow's children
+    # supervisord, the 3 programs and Airflow's children (renamed ones included)
+    processes = stack.stack_processes(state.stack_id, settings.home)
+    assert len(processes) >= 8, processes
 
     report = stack.down(settings)
     print(f"\nconveyor down: stopped in {report.stopped_in_s}s, killed leftovers: {report.killed_leftovers}")
     assert report.was_running
-    assert stack.stack_processes(state.stack_id) == []
+    assert stack.stack_processes(state.stack_id, settings.home) == []
     assert not stack.supervisord_running(paths)
     ports = (settings.airflow_port, settings.mlflow_port, settings.model_server_port)
     assert all(stack.port_is_free(p) for p in ports)

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,29 +121,43 @@ def test_purge_deletes_a_stopped_stack_home(tmp_path: Path) -> None:
     assert report.purged and not settings.home.exists()
 
 
+def _sleeper(cwd: Path, stack_id: str | None = None, python: bool = True) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_STACK_ID"}
+    if stack_id:
+        env["CONVEYOR_STACK_ID"] = stack_id
+    argv = [sys.executable, "-c", "import time; time.sleep(120)"] if python else ["sleep", "120"]
+    return subprocess.Popen(argv, cwd=cwd, env=env)
+
+
 def test_down_stops_orphans_of_a_dead_supervisord(tmp_path: Path) -> None:
-    """Processes carrying this stack's id outlive a killed supervisord; `down` still ends them."""
+    """Processes of this stack outlive a killed supervisord; `down` still ends them. They are found
+    by their CONVEYOR_STACK_ID, or (Airflow's setproctitle'd processes, whose environment reads
+    empty) as this venv's Python working inside the home."""
     settings = stack.isolated_settings(tmp_path / "home")
     paths = stack.StackPaths(settings.home)
     state = stack._new_state(settings, None)
+    stack._prepare_home(settings, paths)
     stack.save_state(paths, state)
-    orphan = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)"],
-        env={**os.environ, "CONVEYOR_STACK_ID": state.stack_id},
-    )
-    other = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)"],
-        env={**os.environ, "CONVEYOR_STACK_ID": "another-stack"},
-    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    marked = _sleeper(elsewhere, state.stack_id)
+    renamed = _sleeper(paths.airflow_home)  # no marker visible, but works in the stack's folder
+    spared = [
+        _sleeper(elsewhere, "another-stack"),  # another stack's process
+        _sleeper(elsewhere),  # unrelated Python
+        _sleeper(paths.home, python=False),  # e.g. a developer's shell command inside .conveyor/
+    ]
     try:
-        assert orphan.pid in stack.stack_processes(state.stack_id)
+        time.sleep(0.5)
+        found = stack.stack_processes(state.stack_id, settings.home)
+        assert sorted(found) == sorted([marked.pid, renamed.pid])
         report = stack.down(settings)
         assert not report.was_running
-        assert report.killed_leftovers == [orphan.pid]
-        assert orphan.wait(timeout=10) != 0
-        assert other.poll() is None  # another stack's process is left alone
+        assert report.killed_leftovers == sorted([marked.pid, renamed.pid])
+        assert marked.wait(timeout=10) != 0 and renamed.wait(timeout=10) != 0
+        assert all(proc.poll() is None for proc in spared)
     finally:
-        for proc in (orphan, other):
+        for proc in (marked, renamed, *spared):
             proc.kill()
             proc.wait(timeout=10)
 
