@@ -8,7 +8,7 @@ One DAG per model spec in `include/specs/*.yaml` (`conveyor_train_<model>`).
 | `validate_data` | loads the data window from the landing area, runs the model's Great Expectations contract, freezes a train/eval snapshot (fingerprinted). A bad batch fails here, naming the failing checks and rows. |
 | `train` | trains the spec's trainer (Keras 3 MLP or scikit-learn Pipeline) and logs it to MLflow with signature, input example, golden rows and pinned requirements. |
 | `evaluate_gate` | scores challenger and current `champion` on the same frozen eval snapshot; floors, minimum improvement, paired bootstrap, cold-start rule. |
-| `gate` | branches: `compress` when the gate passed, else `not_promoted` (nothing is registered). |
+| `gate` | branches: `promote` → `compress` when the gate passed; `await_approval` (Airflow's HITL approval, gate mode `require_approval`) → `compress` once a person approves; else `not_promoted` (nothing is registered). |
 | `compress` | builds compressed variants (TFLite dynamic range), measures them in their serving runtime, keeps the best within budget. |
 | `register` | one model version per DAG run (idempotent) with lineage tags, then points the `challenger` alias at it — which starts `conveyor_deploy`. |
 
@@ -18,7 +18,9 @@ Trigger by hand from the UI ("Trigger DAG" with the form) or the REST API with t
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
 from conveyor.config import load_all_specs
 from conveyor_airflow.stage import run_stage
@@ -48,8 +50,9 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
     @dag(
         dag_id=f"conveyor_train_{spec_name}",
         description=description or f"Train, gate, compress and register {spec_name}",
-        schedule=schedule,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        # No start_date on purpose: with run_immediately=False a newly deployed DAG waits for its next
+        # nightly slot instead of training at once on whatever window the last missed slot implies.
+        schedule=CronTriggerTimetable(schedule, timezone="UTC", run_immediately=False) if schedule else None,
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
@@ -66,9 +69,12 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
             "gate_mode": Param(
                 "spec",
                 type="string",
-                enum=["spec", "enforce", "dry_run"],
+                enum=["spec", "enforce", "dry_run", "require_approval"],
                 title="Gate mode",
-                description="enforce registers only when the gate passes; dry_run never registers.",
+                description=(
+                    "enforce registers only when the gate passes; dry_run never registers; "
+                    "require_approval waits for a person to approve a passing challenger in the UI."
+                ),
             ),
             "compression": Param(
                 [],
@@ -119,7 +125,9 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
         @task.branch
         def gate(decision: dict) -> str:
-            return "compress" if decision["register"] else "not_promoted"
+            if decision["register"]:
+                return "promote"
+            return "await_approval" if decision["await_approval"] else "not_promoted"
 
         @task
         def not_promoted(decision: dict) -> None:
@@ -127,7 +135,17 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
             pipeline.report_not_promoted(spec_name, decision)
 
-        @task(pool="conveyor_training")
+        promote = EmptyOperator(task_id="promote")
+        # gate_mode=require_approval: a person approves in the Airflow UI (Required Actions); Reject
+        # skips compress and register, so nothing is registered.
+        await_approval = ApprovalOperator(
+            task_id="await_approval",
+            subject=f"Promote the new {spec_name} challenger?",
+            body="{{ ti.xcom_pull(task_ids='evaluate_gate')['reasons'] | join('\n') }}",
+            execution_timeout=pendulum.duration(days=2),
+        )
+
+        @task(pool="conveyor_training", trigger_rule="none_failed_min_one_success")
         def compress(validated: dict, trained: dict) -> dict:
             from conveyor import pipeline
 
@@ -164,7 +182,8 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         decision = evaluate_gate(validated, trained)
         branch = gate(decision)
         compressed = compress(validated, trained)
-        branch >> [compressed, not_promoted(decision)]
+        branch >> [promote, await_approval, not_promoted(decision)]
+        [promote, await_approval] >> compressed
         register(validated, trained, decision, compressed)
 
     return training()

@@ -151,7 +151,13 @@ def evaluate_gate(
     for reason in decision.reasons:
         log.info("gate: %s", reason)
     out = decision.model_dump(mode="json")
-    out.update({"register": register, "forced": bool(force and decision.action != "register" and register)})
+    out.update(
+        {
+            "register": register,
+            "await_approval": decision.action == "await_approval" and not register,
+            "forced": bool(force and decision.action != "register" and register),
+        }
+    )
     return out
 
 

@@ -28,12 +28,9 @@ DEPLOY_DAG = "conveyor_deploy"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, object]]:
-    from conveyor.stack import down, free_port, up
+    from conveyor.stack import down, isolated_settings, up
 
-    home = tmp_path_factory.mktemp("e2e-stack")
-    settings = Settings(
-        home=home, airflow_port=free_port(), mlflow_port=free_port(), model_server_port=free_port()
-    )
+    settings = isolated_settings(tmp_path_factory.mktemp("e2e-stack"))
     info = up(settings, timeout=420)
     try:
         yield settings, info
@@ -89,7 +86,7 @@ def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Sett
     mlflow = client_for(info.mlflow_url)  # type: ignore[attr-defined]
     versions = mlflow.search_model_versions(f"name='{spec.registered_model_name}'")
     mine = [v for v in versions if v.tags.get("conveyor.dag_run_id") == run_id]
-    assert mine, [(v.version, v.tags) for v in versions]
+    assert len(versions) == 1 and len(mine) == 1, [(v.version, v.tags) for v in versions]
     versions_before_bad_batch = len(versions)
     challenger = get_alias_version(mlflow, spec.registered_model_name, "challenger")
     assert challenger in {v.version for v in mine}

@@ -1,0 +1,127 @@
+"""The pipeline's stages chained in one process on a real MLflow store (breast-cancer, scikit-learn)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+END = date(2026, 11, 23)
+
+
+@pytest.fixture
+def tracking_uri(conveyor_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    # MLflow resolves artifact roots relative to the working directory for SQLite stores.
+    monkeypatch.chdir(conveyor_home)
+    return f"sqlite:///{conveyor_home}/mlflow.db"
+
+
+def _run(model: str, dag_run_id: str, tracking_uri: str, **gate: object) -> dict:
+    from conveyor import pipeline
+
+    v = pipeline.validate_data(
+        model,
+        dag_id=f"conveyor_train_{model}",
+        dag_run_id=dag_run_id,
+        tracking_uri=tracking_uri,
+        window_end=END.isoformat(),
+    )
+    t = pipeline.train(model, validated=v, tracking_uri=tracking_uri)
+    g = pipeline.evaluate_gate(model, validated=v, trained=t, tracking_uri=tracking_uri, **gate)  # type: ignore[arg-type]
+    out = {"validated": v, "trained": t, "decision": g}
+    if g["register"]:
+        c = pipeline.compress(model, validated=v, trained=t, tracking_uri=tracking_uri)
+        out["registered"] = pipeline.register(
+            model,
+            validated=v,
+            trained=t,
+            decision=g,
+            compressed=c,
+            tracking_uri=tracking_uri,
+            dag_id=f"conveyor_train_{model}",
+            dag_run_id=dag_run_id,
+            params={},
+        )
+        out["compressed"] = c
+    return out
+
+
+def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri: str) -> None:
+    from conveyor.config import load_spec
+    from conveyor.data.generate import land_demo_data
+    from conveyor.pipeline import register
+    from conveyor.registry.aliases import ANY, get_alias_version, set_alias
+    from conveyor.registry.tracking import client_for
+
+    spec = load_spec("breast_cancer")
+    land_demo_data(spec, days=spec.data.window_days, end_day=END, seed=0)
+    first = _run("breast_cancer", "manual__1", tracking_uri)
+    assert first["decision"]["cold_start"] is True and first["decision"]["register"] is True
+    assert first["compressed"]["chosen"] == "none"
+    client = client_for(tracking_uri)
+    version = first["registered"]["version"]
+    assert get_alias_version(client, spec.registered_model_name, "challenger") == version
+
+    again = register(
+        "breast_cancer",
+        validated=first["validated"],
+        trained=first["trained"],
+        decision=first["decision"],
+        compressed=first["compressed"],
+        tracking_uri=tracking_uri,
+        dag_id="conveyor_train_breast_cancer",
+        dag_run_id="manual__1",
+        params={},
+    )
+    assert again["version"] == version and again["created"] is False
+    assert len(client.search_model_versions(f"name='{spec.registered_model_name}'")) == 1
+
+    set_alias(
+        client,
+        spec.registered_model_name,
+        "champion",
+        version,
+        expected_version=ANY,
+        actor="test",
+        reason="t",
+    )
+    dry = _run("breast_cancer", "manual__2", tracking_uri, mode="dry_run")
+    assert dry["decision"]["cold_start"] is False
+    assert dry["decision"]["champion_version"] == version
+    assert dry["decision"]["action"] == "dry_run" and dry["decision"]["register"] is False
+    assert len(client.search_model_versions(f"name='{spec.registered_model_name}'")) == 1
+
+
+def test_bad_batch_fails_validation_naming_checks_and_rows(tracking_uri: str) -> None:
+    from conveyor import pipeline
+    from conveyor.config import load_spec
+    from conveyor.data.generate import land_demo_data
+    from conveyor.errors import PermanentError
+    from conveyor.registry.tracking import client_for
+
+    spec = load_spec("churn")
+    uris = land_demo_data(
+        spec, days=2, end_day=END, rows_per_day=400, seed=3, corruption=["nulls", "wrong_types"]
+    )
+    with pytest.raises(PermanentError) as err:
+        pipeline.validate_data(
+            "churn",
+            dag_id="d",
+            dag_run_id="manual__bad",
+            tracking_uri=tracking_uri,
+            window_end=END.isoformat(),
+            window_days=2,
+        )
+    message = str(err.value)
+    assert "expect_column_values_to" in message.lower() or "ExpectColumnValues" in message
+    from conveyor.data.storage import read_parquet
+
+    bad_ids = set(read_parquet(uris[-1])[spec.data.id_column].astype(str))
+    assert any(i in message for i in bad_ids), message  # the failing rows are named by id
+    client = client_for(tracking_uri)
+    assert client.search_registered_models() == []
+    runs = client.search_runs([client.get_experiment_by_name("conveyor/churn").experiment_id])
+    assert runs[0].data.tags["conveyor.validation"] == "failed"
