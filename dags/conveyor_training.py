@@ -20,7 +20,7 @@ from __future__ import annotations
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from conveyor.config import load_all_specs
 from conveyor_airflow.stage import run_stage
@@ -50,9 +50,8 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
     @dag(
         dag_id=f"conveyor_train_{spec_name}",
         description=description or f"Train, gate, compress and register {spec_name}",
-        # No start_date on purpose: with run_immediately=False a newly deployed DAG waits for its next
-        # nightly slot instead of training at once on whatever window the last missed slot implies.
-        schedule=CronTriggerTimetable(schedule, timezone="UTC", run_immediately=False) if schedule else None,
+        schedule=schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
@@ -142,7 +141,7 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
             task_id="await_approval",
             subject=f"Promote the new {spec_name} challenger?",
             body="{{ ti.xcom_pull(task_ids='evaluate_gate')['reasons'] | join('\n') }}",
-            execution_timeout=pendulum.duration(days=2),
+            response_timeout=pendulum.duration(days=2),
         )
 
         @task(pool="conveyor_training", trigger_rule="none_failed_min_one_success")
