@@ -46,9 +46,8 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The e2e tests (whole embedded stack under the real scheduler) run with `make test-e2e`; see the README.
 test: setup lint
-	$(VENV)/bin/pytest -m "not e2e" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-e2e: setup
 	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)

@@ -34,7 +34,7 @@ _E2E_PATHS = ("tests/integration/stack/", "tests/integration/test_pipeline_e2e.p
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that boot the whole embedded stack as ``e2e`` (run by ``make test-e2e``)."""
+    """Mark the tests that boot the whole embedded stack as ``e2e`` (``make test-e2e`` runs only those)."""
     for item in items:
         path = str(item.path).replace("\\", "/")
         if any(part in path for part in _E2E_PATHS):
