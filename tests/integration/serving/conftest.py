@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
 import pytest
 
-BIN = Path(sys.executable).parent
 REGISTERED = "conveyor-it-tiny"
 
 
-def _load_support() -> ModuleType:
-    # The unit tests' helper (tiny spec, data, contract-honouring models), loaded by path on purpose.
-    name = "conveyor_test_serving_support"
+def _load_by_path(name: str, path: Path) -> ModuleType:
+    # Test helpers are loaded by path on purpose (whatever pytest's import mode and package layout are).
     if name not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "unit" / "serving" / "support.py"
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -36,46 +28,10 @@ def _load_support() -> ModuleType:
     return sys.modules[name]
 
 
-support = _load_support()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CONVEYOR_"))}
-    env.update(extra)
-    return env
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"{url}: process exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}"
-            )
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{log_path.read_text()[-4000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    return int(proc.returncode)
+_TESTS = Path(__file__).resolve().parents[2]
+# The unit tests' helper (tiny spec, data, contract-honouring models) and the shared server helpers.
+support = _load_by_path("conveyor_test_serving_support", _TESTS / "unit" / "serving" / "support.py")
+servers = _load_by_path("conveyor_test_support_servers", _TESTS / "support" / "servers.py")
 
 
 @dataclass
@@ -98,34 +54,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """MLflow server (SQLite + proxied artifacts) with v1 @champion and v2 registered; then the
     model server as ``uvicorn conveyor.serving.app:create_app --factory`` against it."""
     root = tmp_path_factory.mktemp("serving-it")
-    mlflow_port, server_port = _free_port(), _free_port()
-    mlflow_log = root / "mlflow.log"
-    with mlflow_log.open("wb") as log:
-        mlflow_proc = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mlflow_port),
-                "--workers",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-            cwd=root,
-        )
+    mlflow_proc, mlflow_uri, _ = servers.start_mlflow_server(root)
     server_proc = None
     try:
-        mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
-        _wait_http(f"{mlflow_uri}/health", mlflow_proc, mlflow_log)
-
         train = support.make_frame(300, seed=0)
         versions, weights = {}, {}
         for role, kwargs in {"v1": {}, "v2": {"offset": 0.4}}.items():
@@ -141,7 +72,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         token = secrets.token_urlsafe(16)
         data_root = root / "data"
         server_log = root / "model-server.log"
-        env = _clean_env(
+        server_port = servers.free_port()
+        env = servers.clean_env(
             CONVEYOR_HOME=str(root / "home"),
             CONVEYOR_SPECS_DIR=str(specs),
             CONVEYOR_MLFLOW_TRACKING_URI=mlflow_uri,
@@ -151,7 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with server_log.open("wb") as log:
             server_proc = subprocess.Popen(
                 [
-                    str(BIN / "uvicorn"),
+                    str(servers.BIN / "uvicorn"),
                     "conveyor.serving.app:create_app",
                     "--factory",
                     "--host",
@@ -166,7 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 cwd=root,
             )
         server_url = f"http://127.0.0.1:{server_port}"
-        _wait_http(f"{server_url}/health/live", server_proc, server_log)
+        servers.wait_http(f"{server_url}/health/live", server_proc, server_log)
         yield Stack(
             mlflow_uri=mlflow_uri,
             server_url=server_url,
@@ -180,10 +112,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
     finally:
         if server_proc is not None:
-            _stop(server_proc)
-        _stop(mlflow_proc)
+            servers.stop_process(server_proc)
+        servers.stop_process(mlflow_proc)
 
 
 @pytest.fixture(scope="module")
 def stop_server() -> Any:
-    return _stop
+    return servers.stop_process

@@ -1,0 +1,1 @@
+"""Shared test-support code (loaded by path from conftests; see ``servers.py``)."""
