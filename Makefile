@@ -9,7 +9,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-e2e test-unit test-integration lint format down up status clean lock
+.PHONY: setup demo test test-e2e test-unit test-integration lint format down up status bench clean lock
 
 setup: $(VENV)/.installed
 
@@ -57,6 +57,9 @@ test-unit: setup
 
 test-integration: setup
 	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+
+bench: setup  ## benchmarks against peers measured in the same run; writes bench/results/latest.{json,md}
+	$(PY) -m bench
 
 clean: down
 	rm -rf .conveyor .pytest_cache .mypy_cache .ruff_cache
