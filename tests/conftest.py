@@ -30,11 +30,15 @@ def conveyor_home(
     get_settings.cache_clear()
 
 
-_E2E_PATHS = ("tests/integration/stack/", "tests/integration/test_pipeline_e2e.py")
+_E2E_PATHS = (
+    "tests/integration/stack/",
+    "tests/integration/test_pipeline_e2e.py",
+    "tests/integration/test_distributed_e2e.py",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that boot the whole embedded stack as ``e2e`` (``make test-e2e`` runs only those)."""
+    """Mark the tests that boot a whole stack as ``e2e`` (``make test-e2e`` runs only those)."""
     for item in items:
         path = str(item.path).replace("\\", "/")
         if any(part in path for part in _E2E_PATHS):

@@ -8,6 +8,7 @@
     conveyor demo                all of the above, end to end
     conveyor urls                where everything is, with the local credentials
     conveyor logs airflow -f
+    conveyor k8s render --model churn --version 7 --image <registry>/conveyor:<tag> [--out DIR]
     conveyor down [--purge]
 
 Settings come from ``CONVEYOR_*`` variables (``CONVEYOR_HOME``, ``CONVEYOR_AIRFLOW_PORT``...) and the
@@ -96,12 +97,24 @@ def up(
     model_server_port: Annotated[
         int | None, typer.Option(help="Model server port [CONVEYOR_MODEL_SERVER_PORT].")
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="embedded (SQLite, LocalExecutor) or distributed (PostgreSQL, CeleryExecutor on "
+            "Redis) [CONVEYOR_PROFILE]."
+        ),
+    ] = None,
 ) -> None:
-    """Start the local stack (Airflow standalone, MLflow, model server) under supervisord."""
+    """Start the local stack (Airflow, MLflow, model server) under supervisord."""
     from conveyor import stack
 
+    if profile is not None and profile not in ("embedded", "distributed"):
+        raise _fail(f"--profile must be embedded or distributed, not {profile!r}")
     settings = _settings(
-        airflow_port=airflow_port, mlflow_port=mlflow_port, model_server_port=model_server_port
+        airflow_port=airflow_port,
+        mlflow_port=mlflow_port,
+        model_server_port=model_server_port,
+        profile=profile,
     )
     try:
         with console.status("starting the local stack...", refresh_per_second=4) as spinner:
@@ -370,6 +383,70 @@ def urls() -> None:
     except ConveyorError as exc:
         raise _fail(str(exc)) from exc
     _print_info(info)
+
+
+# -- Kubernetes -------------------------------------------------------------------------------------
+
+k8s_app = typer.Typer(
+    help="Kubernetes manifests for the model server and training pods (rendered here, applied elsewhere).",
+    no_args_is_help=True,
+)
+app.add_typer(k8s_app, name="k8s")
+
+
+@k8s_app.command("render")
+def k8s_render(
+    model: Annotated[str, typer.Option(help="Spec name (include/specs/<model>.yaml).")],
+    version: Annotated[str, typer.Option(help="Registry version to serve, e.g. 7 (not an alias).")],
+    image: Annotated[
+        str, typer.Option(help="Model-server image with a release tag or digest (never 'latest').")
+    ],
+    namespace: Annotated[str, typer.Option(help="Namespace of every object.")] = "conveyor",
+    replicas: Annotated[int, typer.Option(help="Minimum replicas (the autoscaler's floor).")] = 2,
+    max_replicas: Annotated[
+        int | None, typer.Option(help="Autoscaler ceiling (default: 3 x --replicas).")
+    ] = None,
+    training_image: Annotated[
+        str | None,
+        typer.Option(help="Airflow image of the training pods: also write training-pod-template.yaml."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the files here (default: print the model-server manifests)."),
+    ] = None,
+    validate: Annotated[
+        bool,
+        typer.Option(
+            "--validate",
+            help="Also check every manifest against the Kubernetes schema (needs kubernetes-validate).",
+        ),
+    ] = False,
+) -> None:
+    """Render the model server (ServiceAccount, Deployment, Service, HPA, PDB) for one model version."""
+    from conveyor.deploy import kubernetes
+
+    if training_image is not None and out is None:
+        # On stdout it would sit among the server's objects and `kubectl apply` would start it as a pod.
+        raise _fail("--training-image needs --out: the pod template is a file for Airflow, not an object")
+    options: dict[str, Any] = {"namespace": namespace, "replicas": replicas, "max_replicas": max_replicas}
+    try:
+        docs = kubernetes.render_model_server(model, version, image, **options)
+        if training_image is not None:
+            docs.append(kubernetes.render_training_pod_template(training_image, namespace=namespace))
+        if validate:
+            kubernetes.validate_manifests(docs)
+        if out is None:
+            sys.stdout.write(kubernetes.to_yaml(docs))
+            return
+        paths = kubernetes.write_manifests(
+            out, model, version, image, training_image=training_image, **options
+        )
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+    checked = f" (schema-checked against Kubernetes {kubernetes.KUBERNETES_VERSION})" if validate else ""
+    console.print(f"rendered {model} v{version}{checked}:", markup=False, highlight=False)
+    for path in paths:
+        console.print(f"  {path}", markup=False, highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

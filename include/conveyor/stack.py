@@ -58,8 +58,17 @@ from conveyor.airflow_api import AirflowApiError, AirflowClient
 from conveyor.errors import ConveyorError
 from conveyor.settings import REPO_ROOT, Settings, get_settings
 
-#: The supervisord programs, in start order.
+#: The components every stack has, in start order (supervisord programs of the embedded profile).
 COMPONENTS: tuple[str, ...] = ("mlflow", "model-server", "airflow")
+#: The Airflow programs of the distributed profile (plus ``airflow-worker-<n>`` Celery workers).
+DISTRIBUTED_AIRFLOW: tuple[str, ...] = (
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+)
+#: Health of every Celery worker of the distributed profile (a ping through the broker).
+CELERY_WORKERS = "celery-workers"
 #: The simple auth manager's only user on the local stack (standalone generates its password).
 AIRFLOW_USERNAME = "admin"
 AIRFLOW_SETTINGS_FILE = REPO_ROOT / "airflow_settings.yaml"
@@ -187,6 +196,38 @@ class StackState(BaseModel):
     ports: StackPorts
     data_root: str
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    profile: str = "embedded"
+    #: distributed profile: SQLAlchemy URLs, the Celery broker and this stack's own Celery queue.
+    airflow_db_url: str = ""
+    mlflow_db_url: str = ""
+    celery_broker_url: str = ""
+    celery_queue: str = ""
+    celery_workers: int = 0
+    celery_worker_concurrency: int = 0
+    #: Databases ``up`` created (``down --purge`` drops these and only these).
+    created_databases: list[str] = Field(default_factory=list)
+
+    @property
+    def distributed(self) -> bool:
+        return self.profile == "distributed"
+
+    def worker_names(self) -> list[str]:
+        """Supervisord program names of the Celery workers."""
+        return [f"airflow-worker-{i}" for i in range(1, self.celery_workers + 1)]
+
+    def celery_hostname(self, program: str) -> str:
+        """The Celery node name of a worker program (unique per stack, so pings find only ours)."""
+        return f"{program}.{self.stack_id}@{socket.gethostname()}"
+
+    def programs(self) -> tuple[str, ...]:
+        """The supervisord programs of this stack, in start order."""
+        if not self.distributed:
+            return COMPONENTS
+        return ("mlflow", "model-server", *DISTRIBUTED_AIRFLOW, *self.worker_names())
+
+    def health_checks(self) -> tuple[str, ...]:
+        """What must be healthy: the three components, plus the Celery workers when distributed."""
+        return (*COMPONENTS, CELERY_WORKERS) if self.distributed else COMPONENTS
 
 
 class StackInfo(BaseModel):
@@ -461,6 +502,26 @@ def airflow_env(settings: Settings, state: StackState, paths: StackPaths) -> dic
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports.airflow_trigger_logs),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.airflow_home / "logs"),
         "NO_COLOR": "1",
+        **(_distributed_airflow_env(state) if state.distributed else {}),
+    }
+
+
+def _distributed_airflow_env(state: StackState) -> dict[str, str]:
+    """PostgreSQL metadata DB and CeleryExecutor; every task goes to this stack's own queue."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        # More slots than one LocalExecutor: the workers hold the tasks, not the scheduler.
+        "AIRFLOW__CORE__PARALLELISM": str(max(AIRFLOW_PARALLELISM, state.celery_workers * 2)),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": state.airflow_db_url,
+        "AIRFLOW__CELERY__BROKER_URL": state.celery_broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + state.airflow_db_url,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(state.celery_worker_concurrency),
+        # One task at a time per free slot: a long training task never hides a second one.
+        "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+        # Several stacks may share one Redis: each has its own queue, and its workers serve only it.
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": state.celery_queue,
+        # `airflow standalone` sets this up itself; the separate API server needs the user named.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USERNAME}:admin",
     }
 
 
@@ -493,7 +554,7 @@ def render_supervisord_conf(
                 bin_dir / "mlflow",
                 "server",
                 "--backend-store-uri",
-                f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}",
+                state.mlflow_db_url or f"sqlite:///{paths.mlflow_dir / 'mlflow.db'}",
                 "--artifacts-destination",
                 str(paths.mlflow_artifacts),
                 "--serve-artifacts",
@@ -531,10 +592,13 @@ def render_supervisord_conf(
             "stopsignal": "TERM",
             "stopwaitsecs": "15",
         },
-        "airflow": {
+    }
+    airflow = _env_line({**common, **conveyor, **airflow_env(settings, state, paths)})
+    if not state.distributed:
+        programs["airflow"] = {
             "command": _command(bin_dir / "airflow", "standalone"),
             "directory": str(paths.airflow_home),
-            "environment": _env_line({**common, **conveyor, **airflow_env(settings, state, paths)}),
+            "environment": airflow,
             "priority": "300",
             # standalone stops its scheduler, API server, DAG processor and triggerer on SIGINT
             # (KeyboardInterrupt); the whole process group gets it. The scheduler often lingers
@@ -542,8 +606,39 @@ def render_supervisord_conf(
             # task processes, which run in sessions of their own (see stack_processes).
             "stopsignal": "INT",
             "stopwaitsecs": "20",
-        },
-    }
+        }
+    else:
+        for priority, name in enumerate(DISTRIBUTED_AIRFLOW, start=300):
+            programs[name] = {
+                "command": _command(bin_dir / "airflow", name.removeprefix("airflow-")),
+                "directory": str(paths.airflow_home),
+                "environment": airflow,
+                "priority": str(priority),
+                "stopsignal": "TERM",
+                "stopwaitsecs": "20",
+            }
+        for name in state.worker_names():
+            programs[name] = {
+                # Task logs land in the shared log folder, which the API server reads directly.
+                "command": _command(
+                    bin_dir / "airflow",
+                    "celery",
+                    "worker",
+                    "--queues",
+                    state.celery_queue,
+                    "--concurrency",
+                    str(state.celery_worker_concurrency),
+                    "--celery-hostname",
+                    state.celery_hostname(name),
+                    "--skip-serve-logs",
+                ),
+                "directory": str(paths.airflow_home),
+                "environment": airflow,
+                "priority": "400",
+                # Celery's warm shutdown waits for running tasks; `down` ends what is left.
+                "stopsignal": "TERM",
+                "stopwaitsecs": "30",
+            }
     lines = [
         "; Generated by `conveyor up` on every start; edit conveyor/stack.py, not this file.",
         "[unix_http_server]",
@@ -740,7 +835,52 @@ def check_health(component: str, ports: StackPorts) -> tuple[bool, str]:
     raise ValueError(f"unknown component {component!r}; known: {COMPONENTS}")
 
 
+def celery_workers_health(state: StackState, timeout: float = 2.0) -> tuple[bool, str]:
+    """Ping this stack's Celery workers through the broker: (all answered, detail)."""
+    from celery import Celery
+
+    expected = {state.celery_hostname(name) for name in state.worker_names()}
+    app = Celery(broker=state.celery_broker_url)
+    try:
+        replies = app.control.ping(destination=sorted(expected), timeout=timeout)
+    except Exception as exc:  # the broker is down or refuses us
+        return False, f"broker {_redact(state.celery_broker_url)} not answering ({type(exc).__name__})"
+    finally:
+        app.close()
+    answered = {name for reply in replies for name in reply}
+    missing = sorted(expected - answered)
+    if missing:
+        return False, f"{len(answered)}/{len(expected)} workers answer a ping"
+    return True, f"{len(expected)} workers answer on queue {state.celery_queue}"
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password (for messages)."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+def stack_health(check: str, state: StackState) -> tuple[bool, str]:
+    """One entry of :meth:`StackState.health_checks`: (healthy, detail)."""
+    if check == CELERY_WORKERS:
+        return celery_workers_health(state)
+    return check_health(check, state.ports)
+
+
+def _health_of_program(program: str, state: StackState) -> tuple[bool, str]:
+    if program.startswith("airflow-worker-"):
+        ok, detail = celery_workers_health(state)
+        return ok, detail
+    if program.startswith("airflow"):
+        return check_health("airflow", state.ports)
+    return check_health(program, state.ports)
+
+
 def _component_url(component: str, ports: StackPorts) -> str:
+    if component.startswith("airflow"):
+        return _url(ports.airflow)
     return _url(ports.public()[component])
 
 
@@ -774,17 +914,133 @@ def _new_state(settings: Settings, previous: StackState | None) -> StackState:
         airflow_worker_logs=worker_logs,
         airflow_trigger_logs=trigger_logs,
     )
-    values: dict[str, Any] = {"ports": ports, "data_root": settings.data_root}
+    values: dict[str, Any] = {"ports": ports, "data_root": settings.data_root, "profile": settings.profile}
     if previous is not None:
+        if previous.profile != settings.profile:
+            raise StackError(
+                f"the stack in {settings.home} was created with the {previous.profile} profile, not "
+                f"{settings.profile}; use another home (--home / CONVEYOR_HOME) or "
+                "`conveyor down --purge` first"
+            )
         values |= {
             "stack_id": previous.stack_id,
             "model_server_token": previous.model_server_token,
             "airflow_jwt_secret": previous.airflow_jwt_secret,
             "created_at": previous.created_at,
+            "created_databases": previous.created_databases,
         }
     if settings.model_server_token:
         values["model_server_token"] = settings.model_server_token
-    return StackState(**values)
+    state = StackState(**values)
+    if settings.profile == "distributed":
+        server = settings.postgres_url.rstrip("/")
+        driver = server.replace("postgresql://", "postgresql+psycopg2://", 1)
+        state.airflow_db_url = f"{driver}/{settings.airflow_database}"
+        state.mlflow_db_url = f"{driver}/{settings.mlflow_database}"
+        state.celery_broker_url = settings.celery_broker_url
+        state.celery_queue = f"conveyor-{state.stack_id}"
+        state.celery_workers = settings.celery_workers
+        state.celery_worker_concurrency = settings.celery_worker_concurrency
+    return state
+
+
+# ------------------------------------------------------------------------------------------------
+# Distributed profile: PostgreSQL databases and Airflow's schema
+# ------------------------------------------------------------------------------------------------
+
+
+def _server_dsn(db_url: str, database: str = "postgres") -> tuple[str, str]:
+    """(libpq DSN of the server's ``database``, the database named in ``db_url``)."""
+    parsed = urlparse(db_url)
+    return parsed._replace(scheme="postgresql", path=f"/{database}").geturl(), parsed.path.lstrip("/")
+
+
+@contextlib.contextmanager
+def _maintenance_cursor(db_url: str) -> Iterator[Any]:
+    """An autocommit cursor on the ``postgres`` database of the server holding ``db_url``."""
+    import psycopg2
+
+    dsn, _ = _server_dsn(db_url)
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=10)
+    except psycopg2.OperationalError as exc:
+        raise StackError(
+            f"PostgreSQL at {_redact(dsn)} refused a connection: {str(exc).strip()}; start it or "
+            "set CONVEYOR_POSTGRES_URL"
+        ) from exc
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
+def ensure_databases(state: StackState) -> list[str]:
+    """Create the Airflow and MLflow databases of a distributed stack if they do not exist.
+
+    Returns:
+        The databases created now.
+
+    Raises:
+        StackError: PostgreSQL does not answer or refuses (the message says which server).
+    """
+    from psycopg2 import sql
+
+    created = []
+    for url in (state.airflow_db_url, state.mlflow_db_url):
+        name = _server_dsn(url)[1]
+        with _maintenance_cursor(url) as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                created.append(name)
+    return created
+
+
+def drop_databases(state: StackState) -> list[str]:
+    """Drop the databases this stack created (never one it found already there)."""
+    from psycopg2 import sql
+
+    dropped = []
+    for url in (state.airflow_db_url, state.mlflow_db_url):
+        name = _server_dsn(url)[1]
+        if name in state.created_databases:
+            with _maintenance_cursor(url) as cur:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            dropped.append(name)
+    return dropped
+
+
+def migrate_airflow_db(settings: Settings, state: StackState, paths: StackPaths, bin_dir: Path) -> None:
+    """``airflow db migrate`` against the stack's PostgreSQL database (idempotent; ~30 s when new).
+
+    Raises:
+        ComponentFailedError: The migration failed; carries the tail of its log.
+    """
+    env = {
+        **_clean_env(state),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        **conveyor_env(settings, state),
+        **airflow_env(settings, state, paths),
+    }
+    log = paths.log_file("airflow-db-migrate")
+    with log.open("w") as fh:
+        result = subprocess.run(
+            [str(bin_dir / "airflow"), "db", "migrate"],
+            env=env,
+            cwd=paths.airflow_home,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise ComponentFailedError(
+            "airflow-db-migrate",
+            f"`airflow db migrate` failed (exit {result.returncode}); full log: {log}",
+            tail(log, 40),
+        )
 
 
 def _prepare_home(settings: Settings, paths: StackPaths) -> None:
@@ -883,8 +1139,14 @@ def up(
             )
             _prepare_home(settings, paths)
             save_state(paths, state)
+            if state.distributed:
+                progress("creating the PostgreSQL databases if missing, migrating Airflow's schema")
+                created = ensure_databases(state)
+                state.created_databases = sorted({*state.created_databases, *created})
+                save_state(paths, state)
+                migrate_airflow_db(settings, state, paths, bin_dir)
             _write_private(paths.conf_file, render_supervisord_conf(settings, state, paths, bin_dir))
-            progress("starting supervisord (mlflow, model-server, airflow)")
+            progress(f"starting supervisord ({', '.join(state.programs())})")
             _launch_supervisord(paths, state, bin_dir)
             already = False
     if not wait:
@@ -952,7 +1214,7 @@ def _wait_healthy(
                 f"supervisord stopped answering on {paths.socket_file} while the stack was starting",
                 tail(paths.log_file("supervisord"), 30),
             )
-        for name in COMPONENTS:
+        for name in state.programs():
             proc_state = procs.get(name, {}).get("statename", "UNKNOWN")
             if proc_state in _FAILED_PROCESS_STATES:
                 spawn_error = procs.get(name, {}).get("spawnerr") or ""
@@ -963,7 +1225,7 @@ def _wait_healthy(
                     + f"; full log: {paths.log_file(name)}. Fix the cause, then run `conveyor up` again.",
                     tail(paths.log_file(name), 40),
                 )
-        health = {name: check_health(name, state.ports) for name in COMPONENTS}
+        health = {name: stack_health(name, state) for name in state.health_checks()}
         if not applied and _airflow_api_up(state) and read_airflow_password(paths):
             # Pools first of all: the scheduler holds back tasks of a pool that does not exist yet.
             try:
@@ -986,14 +1248,24 @@ def _wait_healthy(
             last_message = message
         if time.monotonic() > deadline:
             name = next((n for n, (ok, _) in health.items() if not ok), "airflow")
+            log_name = _log_name_for(name, state)
             raise ComponentFailedError(
                 name,
                 f"the stack was not healthy within {timeout:.0f}s: "
                 f"{', '.join(pending) or 'airflow_settings.yaml not applied: ' + apply_error}; "
-                f"full log: {paths.log_file(name)}",
-                tail(paths.log_file(name), 40),
+                f"full log: {paths.log_file(log_name)}",
+                tail(paths.log_file(log_name), 40),
             )
         time.sleep(2.0)
+
+
+def _log_name_for(check: str, state: StackState) -> str:
+    """The program whose log explains an unhealthy check."""
+    if not state.distributed:
+        return check
+    if check == CELERY_WORKERS:
+        return state.worker_names()[0]
+    return "airflow-scheduler" if check == "airflow" else check
 
 
 def _airflow_api_up(state: StackState) -> bool:
@@ -1031,6 +1303,7 @@ def status(settings: Settings | None = None) -> list[ComponentStatus]:
             model_server=settings.model_server_port,
         )
     )
+    programs = state.programs() if state else COMPONENTS
     if not supervisord_running(paths):
         return [
             ComponentStatus(
@@ -1040,14 +1313,22 @@ def status(settings: Settings | None = None) -> list[ComponentStatus]:
                 url=_component_url(name, ports),
                 detail="not running",
             )
-            for name in COMPONENTS
+            for name in programs
         ]
+    assert state is not None  # supervisord runs only after `up` saved the state
     procs = _process_info(paths)
     result = []
-    for name in COMPONENTS:
+    health_cache: dict[str, tuple[bool, str]] = {}
+    for name in programs:
         proc = procs.get(name, {})
         proc_state = str(proc.get("statename", "UNKNOWN"))
-        healthy, detail = check_health(name, ports) if proc_state == "RUNNING" else (False, "")
+        if proc_state == "RUNNING":
+            key = "workers" if name.startswith("airflow-worker-") else name
+            if key not in health_cache:
+                health_cache[key] = _health_of_program(name, state)
+            healthy, detail = health_cache[key]
+        else:
+            healthy, detail = False, ""
         if proc_state != "RUNNING":
             detail = (
                 f"{proc.get('spawnerr') or proc.get('description') or proc_state}; see `conveyor logs {name}`"
@@ -1095,6 +1376,8 @@ def down(settings: Settings | None = None, purge: bool = False, timeout: float =
             report.killed_leftovers = _kill_leftovers(state.stack_id, paths.home, grace=grace)
         report.stopped_in_s = round(time.monotonic() - started, 1)
     if purge:
+        if state is not None and state.distributed and state.created_databases:
+            drop_databases(state)
         purge_home(paths)
         report.purged = True
     return report
@@ -1146,7 +1429,8 @@ def purge_home(paths: StackPaths) -> None:
 
 def log_path(settings: Settings, component: str) -> Path:
     """The log file of ``component`` (a program, or ``supervisord``)."""
-    known = (*COMPONENTS, "supervisord")
+    state = load_state(StackPaths(settings.home))
+    known = (*(state.programs() if state else COMPONENTS), "supervisord", "airflow-db-migrate")
     if component not in known:
         raise StackError(f"unknown component {component!r}; choose one of {', '.join(known)}")
     return StackPaths(settings.home).log_file(component)

@@ -5,6 +5,12 @@ assignment under the slot's lock) never fails or mixes an in-flight request: it 
 model, the next one starts on the new. Loads (startup, stage, reload) of one model are serialised by
 a second lock so two admins cannot race each other, and they never touch the serving slot until the
 candidate is fully loaded and checked.
+
+By default a process serves every spec and follows ``@champion``. A version-pinned deployment (one
+Kubernetes Deployment per model and version, rolled out when the version changes) narrows that with
+``CONVEYOR_SERVE_MODELS`` and ``CONVEYOR_PINNED_VERSIONS``: a pinned model loads exactly that
+version at startup and on reload, and a missing pinned version is an error (readiness stays 503, so
+a rollout to it never replaces the pods that serve).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +43,40 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOADING, LOADED, NO_CHAMPION, ERROR = "loading", "loaded", "no_champion", "error"
+
+
+class PinnedVersionMissing(Exception):
+    """The registry has no such version of a pinned model (retrying cannot help)."""
+
+
+def select_specs(
+    specs: Iterable[ModelSpec],
+    serve_models: Iterable[str] = (),
+    pinned_versions: Mapping[str, str] | None = None,
+) -> list[ModelSpec]:
+    """The specs one server process serves: those named in ``serve_models`` (every spec if empty).
+
+    Raises:
+        ValueError: a served or pinned model has no spec, or a pinned model is not served; the
+            message names the setting to fix.
+    """
+    by_name = {spec.name: spec for spec in specs}
+    wanted = list(dict.fromkeys(serve_models))
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        raise ValueError(
+            f"CONVEYOR_SERVE_MODELS names {unknown}, which have no spec in the specs folder; "
+            f"known: {sorted(by_name)}"
+        )
+    selected = [by_name[name] for name in wanted] if wanted else list(by_name.values())
+    served = {spec.name for spec in selected}
+    stray = sorted(name for name in pinned_versions or {} if name not in served)
+    if stray:
+        raise ValueError(
+            f"CONVEYOR_PINNED_VERSIONS pins {stray}, which this server does not serve "
+            f"(served: {sorted(served)}); fix CONVEYOR_PINNED_VERSIONS or CONVEYOR_SERVE_MODELS"
+        )
+    return selected
 
 
 def read_specs(specs_dir: Path) -> list[ModelSpec]:
@@ -64,8 +104,9 @@ def read_specs(specs_dir: Path) -> list[ModelSpec]:
 class ModelSlot:
     """One spec's models: what serves, what is staged, and how the last load went."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, pinned_version: str | None = None) -> None:
         self.spec = spec
+        self.pinned_version = pinned_version
         self.serving: LoadedModel | None = None
         self.staged: LoadedModel | None = None
         self.last_stage: StageReport | None = None
@@ -101,8 +142,9 @@ class ModelServer:
     """The models of one server process and the operations on them (load, stage, promote, reload).
 
     Args:
-        settings: where MLflow and the local cache are.
-        specs: the models to serve (one slot each).
+        settings: where MLflow and the local cache are, which models to serve and which versions
+            are pinned (``serve_models``, ``pinned_versions``).
+        specs: the known models; those ``settings.serve_models`` names (all if empty) get a slot.
         metrics: the app's Prometheus metrics.
         load_attempts: tries per model at startup before it is reported as ``error``
             (MLflow may start after the server).
@@ -120,7 +162,10 @@ class ModelServer:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.slots: dict[str, ModelSlot] = {s.name: ModelSlot(s) for s in specs}
+        pins = settings.pinned_versions
+        self.slots: dict[str, ModelSlot] = {
+            s.name: ModelSlot(s, pins.get(s.name)) for s in select_specs(specs, settings.serve_models, pins)
+        }
         self.load_attempts = max(1, load_attempts)
         self.retry_delay_s = retry_delay_s
         self.initial_load_done = threading.Event()
@@ -164,6 +209,8 @@ class ModelServer:
                 why = "no champion yet (does not block readiness)"
             elif slot.state == LOADING:
                 why = "loading"
+            elif slot.ready and slot.pinned_version:
+                why = f"pinned version {slot.pinned_version} loaded, golden rows answered within tolerance"
             elif slot.ready:
                 why = "loaded, golden rows answered within tolerance"
             else:
@@ -179,7 +226,7 @@ class ModelServer:
     # -- startup ------------------------------------------------------------------------------------
 
     def start_loading(self) -> threading.Thread:
-        """Load every champion in a background thread so the port opens at once."""
+        """Load every champion (or pinned version) in a background thread so the port opens at once."""
         self._thread = threading.Thread(target=self.load_all, name="model-loader", daemon=True)
         self._thread.start()
         return self._thread
@@ -187,11 +234,11 @@ class ModelServer:
     def load_all(self) -> None:
         try:
             for name in self.slots:
-                self._load_champion_with_retries(name)
+                self._load_with_retries(name)
         finally:
             self.initial_load_done.set()
 
-    def _load_champion_with_retries(self, name: str) -> None:
+    def _load_with_retries(self, name: str) -> None:
         slot = self.slots[name]
         delay = self.retry_delay_s
         for attempt in range(1, self.load_attempts + 1):
@@ -199,12 +246,17 @@ class ModelServer:
                 with slot.load_lock:
                     if slot.serving is not None:  # an admin reload got there first
                         return
-                    model = self._load_champion(slot)
+                    model = self._load_configured(slot)
                     self._install(slot, model)
                 return
             except NoChampion as exc:
                 slot.state, slot.error = NO_CHAMPION, str(exc)
                 self.metrics.model_ready.labels(name).set(0)
+                return
+            except PinnedVersionMissing as exc:
+                slot.state, slot.error = ERROR, str(exc)
+                self.metrics.model_ready.labels(name).set(0)
+                log.error("not serving %s: %s", name, exc)
                 return
             except Exception as exc:
                 slot.state, slot.error = ERROR, f"{type(exc).__name__}: {exc}"
@@ -214,12 +266,17 @@ class ModelServer:
                     time.sleep(delay)
                     delay *= 2
 
-    def _load_champion(self, slot: ModelSlot) -> LoadedModel:
+    def _load_configured(self, slot: ModelSlot) -> LoadedModel:
+        """Load the slot's pinned version if it has one, else what ``@champion`` names."""
         spec = slot.spec
-        version = loader.resolve_champion(self.settings, spec)
+        if slot.pinned_version is not None:
+            version, alias = slot.pinned_version, None
+            self._check_pinned_exists(spec, version)
+        else:
+            version, alias = loader.resolve_champion(self.settings, spec), loader.CHAMPION
         uri = loader.version_uri(spec, version)
         local = loader.fetch(self.settings, spec, uri, version)
-        model = loader.load(spec, local, version=version, model_uri=uri, alias=loader.CHAMPION)
+        model = loader.load(spec, local, version=version, model_uri=uri, alias=alias)
         self.metrics.set_golden(
             spec.name,
             version,
@@ -229,6 +286,20 @@ class ModelServer:
             model.p95_latency_ms,
         )
         return model
+
+    def _check_pinned_exists(self, spec: ModelSpec, version: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            loader.mlflow_client(self.settings).get_model_version(spec.registered_model_name, version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+                raise PinnedVersionMissing(
+                    f"version {version} of {spec.registered_model_name!r} is pinned by "
+                    "CONVEYOR_PINNED_VERSIONS but is not in the registry; pin a registered version "
+                    f"or drop the pin to follow @{loader.CHAMPION}"
+                ) from None
+            raise
 
     def _install(self, slot: ModelSlot, model: LoadedModel) -> str | None:
         """Swap ``model`` in as what serves; return the version it replaced."""
@@ -319,21 +390,23 @@ class ModelServer:
         )
 
     def reload(self, name: str) -> ReloadResult:
-        """Load ``@champion`` again and swap it in when it answers its golden rows.
+        """Load ``@champion`` (or the pinned version) again and swap it in when it answers its golden rows.
 
         Raises:
             ServingError: 409 when there is no champion or it cannot be loaded/checked; serving keeps
                 the version it had.
         """
         slot = self.slot(name)
+        source = f"pinned version {slot.pinned_version}" if slot.pinned_version else f"@{loader.CHAMPION}"
         with slot.load_lock:
             current = slot.serving
             kept = f"still serving version {current.version}" if current else "nothing is served"
             try:
-                model = self._load_champion(slot)
-            except NoChampion as exc:
+                model = self._load_configured(slot)
+            except (NoChampion, PinnedVersionMissing) as exc:
                 if current is None:
-                    slot.state, slot.error = NO_CHAMPION, str(exc)
+                    slot.state = NO_CHAMPION if isinstance(exc, NoChampion) else ERROR
+                    slot.error = str(exc)
                 raise ServingError(409, f"cannot reload {name!r}: {exc}; {kept}") from None
             except Exception as exc:
                 if current is None:
@@ -342,7 +415,7 @@ class ModelServer:
             if not model.golden.passed and current is not None:
                 raise ServingError(
                     409,
-                    f"champion version {model.version} of {name!r} failed its golden rows "
+                    f"{source} (version {model.version}) of {name!r} failed its golden rows "
                     f"({model.golden.error}); {kept}",
                     [model.report().model_dump(mode="json")],
                 )
@@ -353,7 +426,7 @@ class ModelServer:
             previous_version=previous,
             changed=previous != model.version,
             report=model.report(),
-            message=f"{name} serves version {model.version} (@champion)",
+            message=f"{name} serves version {model.version} ({source})",
         )
 
 

@@ -205,3 +205,65 @@ def test_local_state_folder_is_git_ignored() -> None:
         check=False,
     )
     assert result.returncode == 0, ".conveyor/ (secrets, databases) must be git-ignored"
+
+
+def test_distributed_profile_runs_airflow_as_separate_programs_on_celery(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        airflow_port=18080,
+        mlflow_port=15000,
+        model_server_port=18000,
+        profile="distributed",
+        postgres_url="postgresql://postgres@db.internal:5432",
+        airflow_database="af",
+        mlflow_database="ml",
+        celery_broker_url="redis://broker:6379/3",
+        celery_workers=3,
+        celery_worker_concurrency=2,
+    )
+    state = stack._new_state(settings, None)
+    programs = _programs(settings, state, tmp_path)
+    names = set(programs) - {"__options__"}
+    assert names == {
+        "mlflow",
+        "model-server",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker-1",
+        "airflow-worker-2",
+        "airflow-worker-3",
+    }
+    assert set(state.programs()) == names
+    mlflow_args = shlex.split(programs["mlflow"].command)
+    assert mlflow_args[mlflow_args.index("--backend-store-uri") + 1] == (
+        "postgresql+psycopg2://postgres@db.internal:5432/ml"
+    )
+    env = programs["airflow-scheduler"].environment
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "postgresql+psycopg2://postgres@db.internal:5432/af"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://broker:6379/3"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql+psycopg2://postgres@db.internal:5432/af"
+    # Each stack has its own queue, and its workers serve only that queue under unique node names.
+    queue = env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+    assert queue == f"conveyor-{state.stack_id}"
+    hostnames = set()
+    for i in (1, 2, 3):
+        args = shlex.split(programs[f"airflow-worker-{i}"].command)
+        assert args[1:3] == ["celery", "worker"]
+        assert args[args.index("--queues") + 1] == queue
+        assert args[args.index("--concurrency") + 1] == "2"
+        hostnames.add(args[args.index("--celery-hostname") + 1])
+        assert programs[f"airflow-worker-{i}"].environment == env
+    assert len(hostnames) == 3 and all(state.stack_id in h for h in hostnames)
+    assert shlex.split(programs["airflow-api-server"].command)[1:] == ["api-server"]
+    assert "standalone" not in " ".join(p.command for n, p in programs.items() if n != "__options__")
+
+
+def test_a_home_keeps_its_profile(tmp_path: Path) -> None:
+    embedded = Settings(home=tmp_path / "home")
+    state = stack._new_state(embedded, None)
+    assert state.programs() == stack.COMPONENTS and not state.distributed
+    with pytest.raises(stack.StackError, match="embedded profile, not distributed"):
+        stack._new_state(Settings(home=tmp_path / "home", profile="distributed"), state)
