@@ -31,7 +31,8 @@ DEFAULT_ARGS = {"owner": "conveyor", "retries": 1, "retry_delay": pendulum.durat
 def _mlflow_uri() -> str:
     from conveyor_airflow.hooks.mlflow import MlflowHook
 
-    return MlflowHook().tracking_uri
+    # Stages build their own MLflow client: give them the connection's credentials (never in XCom).
+    return MlflowHook().authenticated_tracking_uri()
 
 
 def _run_context() -> dict:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support.e2e import failure_logs, states, wait_for_champion
 
 from conveyor.settings import Settings, get_settings
 
@@ -49,18 +50,6 @@ def stack_env(stack: tuple[Settings, object], monkeypatch: pytest.MonkeyPatch) -
     return settings, info
 
 
-def _states(client: object, dag_id: str, run_id: str) -> dict[str, str | None]:
-    return {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, run_id)}  # type: ignore[attr-defined]
-
-
-def _failure_logs(client: object, dag_id: str, run_id: str) -> str:
-    out = []
-    for ti in client.task_instances(dag_id, run_id):  # type: ignore[attr-defined]
-        if ti["state"] == "failed":
-            out.append(client.task_log(dag_id, run_id, ti["task_id"], ti.get("try_number") or 1))  # type: ignore[attr-defined]
-    return "\n".join(out)[-6000:]
-
-
 def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Settings, object]) -> None:
     from conveyor.config import load_spec
     from conveyor.data.generate import corrupt, generate_churn, land_batch, land_demo_data
@@ -78,9 +67,11 @@ def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Sett
     af.wait_for_dag(DEPLOY_DAG, timeout=240, unpause=True)
     run_id = af.trigger(TRAIN_DAG, conf={"window_end": today.isoformat(), "window_days": 7})
     run = af.wait_for_run(TRAIN_DAG, run_id, timeout=900)
-    states = _states(af, TRAIN_DAG, run_id)
-    assert run["state"] == "success", (states, _failure_logs(af, TRAIN_DAG, run_id))
-    assert states["register"] == "success" and states["not_promoted"] == "skipped", states
+    train_states = states(af, TRAIN_DAG, run_id)
+    assert run["state"] == "success", (train_states, failure_logs(af, TRAIN_DAG, run_id))
+    assert train_states["register"] == "success" and train_states["not_promoted"] == "skipped", train_states
+    wall = datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])
+    print(f"\n{TRAIN_DAG} wall time on SQLite + LocalExecutor: {wall.total_seconds():.1f} s")
 
     mlflow = client_for(info.mlflow_url)  # type: ignore[attr-defined]
     versions = mlflow.search_model_versions(f"name='{spec.registered_model_name}'")
@@ -93,18 +84,10 @@ def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Sett
 
     # The alias moves, not this test, start the deploy DAG (AssetWatcher in the triggerer). The
     # latest challenger ends up champion once every deploy run it set off has finished.
-    deadline = time.monotonic() + 600
-    while True:
-        challenger = get_alias_version(mlflow, spec.registered_model_name, "challenger")
-        champion = get_alias_version(mlflow, spec.registered_model_name, "champion")
-        deploys = [r for r in af.dag_runs(DEPLOY_DAG, limit=20) if r.get("run_type") == "asset_triggered"]
-        finished = deploys and all(r["state"] in ("success", "failed") for r in deploys)
-        if champion == challenger and finished:
-            break
-        assert time.monotonic() < deadline, (challenger, champion, deploys)
-        time.sleep(3)
+    champion, deploys = wait_for_champion(af, mlflow, spec.registered_model_name, DEPLOY_DAG)
+    challenger = champion
     failed = [r["dag_run_id"] for r in deploys if r["state"] != "success"]
-    assert not failed, [_failure_logs(af, DEPLOY_DAG, rid) for rid in failed]
+    assert not failed, [failure_logs(af, DEPLOY_DAG, rid) for rid in failed]
     versions_before_bad_batch = len(versions)
     assert (
         mlflow.get_model_version(spec.registered_model_name, champion).tags["conveyor.deploy_status"]
@@ -129,7 +112,7 @@ def test_train_deploy_serve_then_bad_batch_changes_nothing(stack_env: tuple[Sett
     land_batch(spec, bad, bad_day)
     bad_run_id = af.trigger(TRAIN_DAG, conf={"window_end": bad_day.isoformat(), "window_days": 1})
     bad_run = af.wait_for_run(TRAIN_DAG, bad_run_id, timeout=600)
-    bad_states = _states(af, TRAIN_DAG, bad_run_id)
+    bad_states = states(af, TRAIN_DAG, bad_run_id)
     assert bad_run["state"] == "failed" and bad_states["validate_data"] == "failed", bad_states
     assert bad_states["register"] in ("upstream_failed", None), bad_states
     log_text = af.task_log(TRAIN_DAG, bad_run_id, "validate_data", 1)

@@ -62,6 +62,15 @@ class MlflowHook(BaseHook):
         """Tracking URI without credentials (safe to log and to pass through XCom)."""
         return url_from_connection(self.connection)
 
+    def authenticated_tracking_uri(self) -> str:
+        """The tracking URI with the connection's credentials, for code that builds its own client.
+
+        Domain stages (``conveyor.pipeline``) take a tracking URI and log through MLflow's fluent API
+        as well as a client; this URI carries the basic-auth login in its userinfo, the password is
+        registered with the secrets masker, and it must never be logged or returned through XCom.
+        """
+        return self._authenticated_uri()
+
     def _authenticated_uri(self) -> str:
         conn = self.connection
         if conn.password:
