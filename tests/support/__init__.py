@@ -1,1 +1,1 @@
-"""Shared test-support code (loaded by path from conftests; see ``servers.py``)."""
+"""Shared test-support code, importable as ``support`` (pytest puts ``tests/`` on ``sys.path``)."""

@@ -1,7 +1,6 @@
 """Real server subprocesses for the integration tests: free ports, an MLflow tracking server, waits, stops.
 
-Conftests load this module by path (like the other support modules) so it works whatever pytest's
-import mode and package layout are.
+Conftests import it as ``support.servers`` (``pythonpath = ["tests"]`` in pyproject.toml).
 """
 
 from __future__ import annotations

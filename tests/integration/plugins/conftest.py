@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-
-def _load_servers() -> ModuleType:
-    # The shared server helpers (tests/support/servers.py), loaded by path like the other support modules.
-    name = "conveyor_test_support_servers"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "support" / "servers.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-servers = _load_servers()
+from support import servers
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "s3cret/pass@word!"  # characters that must be percent-encoded in a URI

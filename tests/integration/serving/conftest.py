@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from support import servers
+from unit.serving import support  # the unit tests' tiny spec, data and contract-honouring models
 
 REGISTERED = "conveyor-it-tiny"
-
-
-def _load_by_path(name: str, path: Path) -> ModuleType:
-    # Test helpers are loaded by path on purpose (whatever pytest's import mode and package layout are).
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_TESTS = Path(__file__).resolve().parents[2]
-# The unit tests' helper (tiny spec, data, contract-honouring models) and the shared server helpers.
-support = _load_by_path("conveyor_test_serving_support", _TESTS / "unit" / "serving" / "support.py")
-servers = _load_by_path("conveyor_test_support_servers", _TESTS / "support" / "servers.py")
 
 
 @dataclass

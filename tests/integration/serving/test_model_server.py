@@ -8,7 +8,6 @@ one server pair; the shutdown test runs last.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from unit.serving import support
 
 from conveyor.serving.client import ModelServerClient, ModelServerError
-
-support = sys.modules["conveyor_test_serving_support"]  # loaded by this folder's conftest.py
 
 pytestmark = pytest.mark.integration
 

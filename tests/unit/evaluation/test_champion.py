@@ -19,8 +19,7 @@ from conveyor.evaluation.metrics import binary_metrics
 from conveyor.registry.aliases import set_alias
 from conveyor.registry.tracking import get_or_create_run
 from conveyor.registry.versions import register_version
-
-from .conftest import support
+from unit.registry import support
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from conveyor.evaluation.gate import GateDecision, PairedTest, decide, improvement
-
-from .conftest import support
+from unit.registry import support
 
 pytestmark = pytest.mark.unit
 

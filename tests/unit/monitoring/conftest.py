@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,21 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-
-def _load_support() -> ModuleType:
-    # The serving tests' helper (tiny spec, data, logged models), loaded by path on purpose.
-    name = "conveyor_test_serving_support"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "serving" / "support.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-support = _load_support()
+from unit.serving import support  # the serving tests' tiny spec, data and logged models
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 REGISTERED = "conveyor-test-monitor"

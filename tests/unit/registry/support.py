@@ -1,8 +1,8 @@
 """Test support for the registry and evaluation tests: a real MLflow store per test, a toy spec, data
 and real logged pyfunc models.
 
-Loaded by file path from each test folder's ``conftest.py`` (works whatever pytest's import mode),
-never imported by production code.
+Imported as ``unit.registry.support`` (``tests/`` is on ``sys.path``), never by production code.
+``tiny_model.py`` next to it is handed to MLflow by file path (models-from-code), so it stays a file.
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ from conveyor.registry.versions import (
     model_artifact_sha256,
     register_version,
 )
-
-from .conftest import support
+from unit.registry import support
 
 pytestmark = pytest.mark.unit
 

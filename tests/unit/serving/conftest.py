@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,20 +10,7 @@ from typing import Any
 
 import pytest
 
-
-def _load_support() -> ModuleType:
-    # Loaded by path so the helper works whatever pytest's import mode and package layout are.
-    name = "conveyor_test_serving_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("support.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-support = _load_support()
+from unit.serving import support
 
 TOKEN = "s3cret-admin-token"
 REGISTERED = "conveyor-test-tiny"

@@ -1,7 +1,7 @@
 """Test support shared by the serving and monitoring tests: a tiny spec, data and real logged models.
 
-Loaded by file path from each test folder's ``conftest.py`` (so it works whatever the import mode),
-never imported by production code.
+Imported as ``unit.serving.support`` (``tests/`` is on ``sys.path``), never by production code.
+``tiny_model.py`` next to it is handed to MLflow by file path (models-from-code), so it stays a file.
 """
 
 from __future__ import annotations

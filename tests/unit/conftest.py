@@ -1,26 +1,15 @@
-"""Fixtures of the evaluation tests; the MLflow store and tiny models come from ../registry/support.py."""
+"""Fixtures shared by several unit-test folders: a real MLflow SQLite store per test (registry and
+evaluation tests), built from ``unit/registry/support.py``."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-
-def _load_support() -> ModuleType:
-    path = Path(__file__).parents[1] / "registry" / "support.py"
-    spec = importlib.util.spec_from_file_location("conveyor_evaluation_test_support", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-support = _load_support()
+from unit.registry import support
 
 
 @pytest.fixture(scope="session")
