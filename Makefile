@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 UV_VERSION ?= 0.13.9
 PYTEST_ARGS ?=
+# `make demo PROFILE=distributed`: PostgreSQL + CeleryExecutor instead of SQLite + LocalExecutor.
+ifdef PROFILE
+export CONVEYOR_PROFILE := $(PROFILE)
+endif
 
 .PHONY: setup demo test test-e2e test-unit test-integration lint format down up status bench clean lock
 
