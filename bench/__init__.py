@@ -41,6 +41,24 @@ Benchmark = Callable[[bool], list[BenchResult]]
 
 def registry() -> dict[str, Benchmark]:
     """Benchmarks by name (imported lazily so ``--only`` does not pay for the others)."""
-    from bench import parse_cost, register
+    from bench import (
+        compression,
+        drift,
+        orchestration,
+        parse_cost,
+        register,
+        scaling,
+        serving,
+        validation,
+    )
 
-    return {"parse_cost": parse_cost.run, "register": register.run}
+    return {
+        "parse_cost": parse_cost.run,
+        "register": register.run,
+        "orchestration": orchestration.run,
+        "serving": serving.run,
+        "compression": compression.run,
+        "drift": drift.run,
+        "validation": validation.run,
+        "scaling": scaling.run,
+    }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import math
 import platform
@@ -76,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     results: list[BenchResult] = []
     if args.quick:
         # A smoke run: the benchmarks run side by side (parse_cost mostly waits on subprocesses).
+        # Import the libraries the benchmarks share once, here: two threads importing modules that
+        # import each other (narwhals, via scikit-learn and Great Expectations) can deadlock.
+        for module in ("narwhals.stable.v1", "narwhals.stable.v2", "sklearn.base"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             futures = [pool.submit(benchmarks[name], True) for name in names]
             for future in futures:

@@ -3,10 +3,14 @@
 A spec says everything the pipeline needs to know about one model: its data contract, trainer,
 gate, compression budget, deployment checks and monitoring thresholds. DAGs, the model server and
 the CLI all read specs through :func:`load_spec`, so one file drives every stage.
+
+DAG files list the specs at parse time, which the DAG processor repeats every few seconds, so this
+module stays light: no pydantic-settings import (see :func:`specs_dir`) and libyaml's C loader.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +18,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conveyor.settings import get_settings
+#: ``Settings.specs_dir``'s environment variable and default (``include/specs`` of this checkout).
+SPECS_DIR_ENV = "CONVEYOR_SPECS_DIR"
+DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[2] / "include" / "specs"
+#: libyaml's loader when PyYAML was built with it (several times faster than the pure-Python one).
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Frozen(BaseModel):
@@ -121,13 +129,24 @@ class ModelSpec(_Frozen):
 
 
 def specs_dir() -> Path:
-    return get_settings().specs_dir
+    """The folder of spec files: the same value as ``conveyor.settings.get_settings().specs_dir``.
+
+    Resolved from the environment the way the settings resolve it (``CONVEYOR_SPECS_DIR``, any case,
+    else :data:`DEFAULT_SPECS_DIR`) rather than through them: importing pydantic-settings and building
+    the settings was about a fifth of the training DAG file's parse time.
+    ``tests/bench/test_parse_cost.py`` holds the two together.
+    """
+    wanted = SPECS_DIR_ENV.lower()
+    for key, value in os.environ.items():
+        if key.lower() == wanted:
+            return Path(value)
+    return DEFAULT_SPECS_DIR
 
 
 @lru_cache(maxsize=64)
 def _load(path: Path, mtime: float) -> ModelSpec:
     with path.open() as fh:
-        raw = yaml.safe_load(fh)
+        raw = yaml.load(fh, Loader=_YAML_LOADER)  # a safe loader: CSafeLoader or SafeLoader
     return ModelSpec.model_validate(raw)
 
 
