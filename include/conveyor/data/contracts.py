@@ -224,21 +224,41 @@ def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
         .add_batch_definition_whole_dataframe("whole")
     )
     batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
-    result_format: dict[str, Any] = {
-        "result_format": "SUMMARY",
-        "partial_unexpected_count": _PARTIAL_UNEXPECTED,
-        "include_unexpected_rows": False,
+    # Pass/fail first: collecting failing-row ids costs more than the checks themselves (about
+    # half of the time on 1M rows), so only the checks that failed run again with ids and samples.
+    outcome = batch.validate(suite, result_format="BOOLEAN_ONLY")
+    failing = {
+        _key(r.expectation_config.type, r.expectation_config.kwargs.get("column"))
+        for r in outcome.results
+        if not r.success
     }
-    if has_ids:
-        result_format["unexpected_index_column_names"] = [id_column]
-    outcome = batch.validate(suite, result_format=result_format)
+    detailed = []
+    if failing:
+        result_format: dict[str, Any] = {
+            "result_format": "SUMMARY",
+            "partial_unexpected_count": _PARTIAL_UNEXPECTED,
+            "include_unexpected_rows": False,
+        }
+        if has_ids:
+            result_format["unexpected_index_column_names"] = [id_column]
+        import great_expectations as gx
+
+        recheck = gx.ExpectationSuite(
+            name=f"{suite.name}_failed",
+            expectations=[
+                e
+                for e in build_suite(spec).expectations
+                if _key(e.expectation_type, getattr(e, "column", None)) in failing
+            ],
+        )
+        detailed = batch.validate(recheck, result_format=result_format).results
 
     order = {
         _key(e.expectation_type, getattr(e, "column", None)): i for i, e in enumerate(suite.expectations)
     }
     failed = [
         _failed_check(spec, df, r.expectation_config.type, r.expectation_config.kwargs, r)
-        for r in outcome.results
+        for r in detailed
         if not r.success
     ]
     failed.sort(key=lambda c: order.get(_key(c.expectation, c.column), len(order)))
