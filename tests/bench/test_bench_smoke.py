@@ -51,5 +51,9 @@ def test_quick_run_reports_a_finite_ratio_for_every_benchmark(tmp_path: Path) ->
     assert not any(n.startswith("orchestration") for n in names)
     for result in payload["results"]:
         ratio = result["ratio"]
-        assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0, result
+        assert isinstance(ratio, float) and math.isfinite(ratio), result
+        # Times, sizes and memory are positive; a log-log slope over the tiny quick sizes is mostly
+        # fixed cost and noise, and may come out at or below zero.
+        if result["unit"] != "log-log slope":
+            assert ratio > 0, result
         assert result["name"] in markdown
