@@ -8,17 +8,19 @@ One DAG per model spec in `include/specs/*.yaml` (`conveyor_train_<model>`).
 | `validate_data` | loads the data window from the landing area, runs the model's Great Expectations contract, freezes a train/eval snapshot (fingerprinted). A bad batch fails here, naming the failing checks and rows. |
 | `train` | trains the spec's trainer (Keras 3 MLP or scikit-learn Pipeline) and logs it to MLflow with signature, input example, golden rows and pinned requirements. |
 | `evaluate_gate` | scores challenger and current `champion` on the same frozen eval snapshot; floors, minimum improvement, paired bootstrap, cold-start rule. |
-| `gate` | branches: `promote` → `compress` when the gate passed; `await_approval` (Airflow's HITL approval, gate mode `require_approval`) → `compress` once a person approves; else `not_promoted` (nothing is registered). |
+| `gate` | branches: `promote` when the gate let the challenger through (or an override with a justification); `await_approval` (Airflow's HITL approval, gate mode `require_approval`, passing challengers only) → `promote` once a person approves; else `not_promoted` (nothing is compressed or registered). |
+| `promote` | records who let the challenger through (the gate, the approver, or the override's user and justification); refuses anything else. Only after it succeeds do `compress` and `register` run. |
 | `compress` | builds compressed variants (TFLite dynamic range), measures them in their serving runtime, keeps the best within budget. |
-| `register` | one model version per DAG run (idempotent) with lineage tags, then points the `challenger` alias at it — which starts `conveyor_deploy`. |
+| `register` | checks the promotion against the gate decision once more, registers one model version per DAG run (idempotent) with lineage tags (who promoted it and how), then points the `challenger` alias at it — which starts `conveyor_deploy`. |
 
 Trigger by hand from the UI ("Trigger DAG" with the form) or the REST API with the params below.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
-from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
@@ -59,30 +61,51 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         doc_md=__doc__,
         tags=["conveyor", "training", spec_name],
         params={
+            # Every optional Param allows null, so the trigger form submits with its defaults.
             "window_end": Param(
-                "",
-                type="string",
-                title="Window end (YYYY-MM-DD)",
-                description="Last landed day to train on; empty = the run's logical date.",
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Window end",
+                description="Last landed day to train on (a date picker); empty = the run's logical date.",
             ),
-            "window_days": Param(0, type="integer", minimum=0, title="Window length in days (0 = spec)"),
+            "window_days": Param(
+                0, type="integer", minimum=0, title="Window length in days", description="0 = the spec's."
+            ),
             "gate_mode": Param(
                 "spec",
                 type="string",
                 enum=["spec", "enforce", "dry_run", "require_approval"],
                 title="Gate mode",
                 description=(
-                    "enforce registers only when the gate passes; dry_run never registers; "
-                    "require_approval waits for a person to approve a passing challenger in the UI."
+                    "spec: the spec's gate.mode; enforce registers only when the gate passes; dry_run "
+                    "evaluates and reports, never registers; require_approval waits for a person to "
+                    "approve a passing challenger (Browse → Required Actions)."
                 ),
             ),
             "compression": Param(
-                [],
-                type="array",
+                None,
+                type=["null", "array"],
                 items={"type": "string", "enum": ["tflite_dynamic_range", "none"]},
-                title="Compression methods (empty = spec)",
+                title="Compression methods",
+                description="Empty = the spec's compression.methods.",
             ),
-            "force": Param(False, type="boolean", title="Register even if the gate fails"),
+            "force": Param(
+                False,
+                type="boolean",
+                title="Override: register even if the gate rejects",
+                description="Needs a justification; recorded on the version and in the alias ledger. "
+                "Never applies to dry_run.",
+                section="Override the gate (needs a justification)",
+            ),
+            "justification": Param(
+                None,
+                type=["null", "string"],
+                title="Override justification",
+                description="Why this challenger should be registered although the gate may reject it "
+                "(required with force).",
+                section="Override the gate (needs a justification)",
+            ),
         },
         render_template_as_native_obj=True,
     )
@@ -100,6 +123,8 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
                 tracking_uri=_mlflow_uri(),
                 window_end=run["params"]["window_end"] or run["run_day"],
                 window_days=run["params"]["window_days"] or None,
+                force=run["params"]["force"],
+                justification=run["params"].get("justification"),
             )
 
         @task(pool="conveyor_training")
@@ -121,6 +146,7 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
                 tracking_uri=_mlflow_uri(),
                 mode=params["gate_mode"],
                 force=params["force"],
+                justification=params.get("justification"),
             )
 
         @task.branch
@@ -135,17 +161,33 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
             pipeline.report_not_promoted(spec_name, decision)
 
-        promote = EmptyOperator(task_id="promote")
-        # gate_mode=require_approval: a person approves in the Airflow UI (Required Actions); Reject
-        # skips compress and register, so nothing is registered.
+        # gate_mode=require_approval: a person approves in the Airflow UI (Required Actions). Reject
+        # skips `promote` (the approval's only downstream), and with it compress and register.
         await_approval = ApprovalOperator(
             task_id="await_approval",
             subject=f"Promote the new {spec_name} challenger?",
             body="{{ ti.xcom_pull(task_ids='evaluate_gate')['reasons'] | join('\n') }}",
-            response_timeout=pendulum.duration(days=2),
+            # a plain timedelta: Airflow 3.3 ships it to the supervisor, which cannot encode pendulum's
+            response_timeout=timedelta(days=2),
         )
 
-        @task(pool="conveyor_training", trigger_rule="none_failed_min_one_success")
+        # Runs when the branch chose it (await_approval is then skipped) or after an approval. The
+        # branch skips it directly when it chose not_promoted, and a Reject skips it, so neither
+        # path reaches compress or register, whose trigger rule is all_success.
+        @task(trigger_rule="none_failed_min_one_success")
+        def promote(decision: dict) -> dict:
+            from conveyor import pipeline
+
+            ctx = get_current_context()
+            return run_stage(
+                pipeline.promote,
+                spec_name,
+                decision=decision,
+                approval=ctx["ti"].xcom_pull(task_ids="await_approval"),
+                triggered_by=ctx["dag_run"].triggering_user_name,
+            )
+
+        @task(pool="conveyor_training")
         def compress(validated: dict, trained: dict) -> dict:
             from conveyor import pipeline
 
@@ -160,7 +202,9 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
             )
 
         @task
-        def register(validated: dict, trained: dict, decision: dict, compressed: dict) -> dict:
+        def register(
+            validated: dict, trained: dict, decision: dict, compressed: dict, promoted: dict
+        ) -> dict:
             from conveyor import pipeline
 
             run = _run_context()
@@ -175,16 +219,19 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
                 dag_id=run["dag_id"],
                 dag_run_id=run["dag_run_id"],
                 params=run["params"],
+                promotion=promoted,
             )
 
         validated = validate_data()
         trained = train(validated)
         decision = evaluate_gate(validated, trained)
         branch = gate(decision)
+        promoted = promote(decision)
+        branch >> [promoted, await_approval, not_promoted(decision)]
+        await_approval >> promoted
         compressed = compress(validated, trained)
-        branch >> [promote, await_approval, not_promoted(decision)]
-        [promote, await_approval] >> compressed
-        register(validated, trained, decision, compressed)
+        promoted >> compressed
+        register(validated, trained, decision, compressed, promoted)
 
     return training()
 

@@ -366,6 +366,66 @@ class AirflowClient:
                 )
             time.sleep(poll)
 
+    # -- human-in-the-loop ----------------------------------------------------------------------
+
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str, *, map_index: int = -1) -> dict[str, Any]:
+        """A human-in-the-loop task's request and answer (``subject``, ``options``, ``chosen_options``...)."""
+        return dict(
+            self._json(
+                "GET",
+                f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}"
+                f"/taskInstances/{quote(task_id)}/{map_index}/hitlDetails",
+            )
+        )
+
+    def respond_hitl(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        chosen_options: Sequence[str],
+        params_input: Mapping[str, Any] | None = None,
+        *,
+        map_index: int = -1,
+    ) -> dict[str, Any]:
+        """Answer a human-in-the-loop task as this client's user (what *Required Actions* does).
+
+        Returns:
+            Airflow's answer: ``responded_by``, ``responded_at``, ``chosen_options``.
+
+        Raises:
+            AirflowApiError: 404 while the task has not asked yet, 409 once it was answered.
+        """
+        return dict(
+            self._json(
+                "PATCH",
+                f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}"
+                f"/taskInstances/{quote(task_id)}/{map_index}/hitlDetails",
+                json={"chosen_options": list(chosen_options), "params_input": dict(params_input or {})},
+            )
+        )
+
+    def wait_for_task_state(
+        self, dag_id: str, run_id: str, task_id: str, states: Sequence[str], timeout: float = 600.0
+    ) -> str:
+        """Poll until ``task_id`` of the run is in one of ``states`` and return that state.
+
+        Raises:
+            AirflowApiError: Not within ``timeout``, or the run ended first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            tis = {ti["task_id"]: ti.get("state") for ti in self.task_instances(dag_id, run_id)}
+            if tis.get(task_id) in states:
+                return str(tis[task_id])
+            run_state = self.dag_run(dag_id, run_id).get("state")
+            if run_state in TERMINAL_RUN_STATES or time.monotonic() > deadline:
+                raise AirflowApiError(
+                    f"{task_id} of {dag_id} run {run_id} is {tis.get(task_id)} (run {run_state}), "
+                    f"not one of {list(states)}"
+                )
+            time.sleep(2.0)
+
     # -- connections, pools, variables ----------------------------------------------------------
 
     def get_connection(self, conn_id: str) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@
     conveyor land-data --model churn --days 7
     conveyor trigger --model churn --follow
     conveyor predict --model churn
+    conveyor history churn       every alias move: when, from -> to, who, why, the gate's verdict
     conveyor demo                all of the above, end to end
     conveyor urls                where everything is, with the local credentials
     conveyor logs airflow -f
@@ -281,7 +282,13 @@ def trigger(
     compression: Annotated[
         str | None, typer.Option(help="Comma-separated methods, e.g. tflite_dynamic_range,none.")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Register even if the gate fails.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Override: register even if the gate rejects (needs --justification)."),
+    ] = False,
+    justification: Annotated[
+        str | None, typer.Option(help="Why the override is right; recorded on the version and in the ledger.")
+    ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Show the run task by task until it ends.")
     ] = False,
@@ -300,8 +307,12 @@ def trigger(
         conf["gate_mode"] = gate_mode
     if compression:
         conf["compression"] = _csv(compression)
+    if force and not (justification or "").strip():
+        raise _fail("--force needs --justification: say why the gate's verdict should be overridden")
     if force:
         conf["force"] = True
+    if justification:
+        conf["justification"] = justification
     dag_id = training_dag_id(model)
     try:
         client, info = _client_and_info(_settings())
@@ -349,6 +360,63 @@ def predict(
     except ConveyorError as exc:
         raise _fail(str(exc)) from exc
     console.print(predict_table(model, records, labels, preds))
+
+
+@app.command()
+def history(
+    model: Annotated[str, typer.Argument(help="Spec name (include/specs/<model>.yaml).")],
+    alias: Annotated[str | None, typer.Option(help="Only this alias (challenger, champion).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many moves, newest first.")] = 20,
+) -> None:
+    """The alias ledger of a model: every move, who made it, why, and the gate's verdict."""
+    from conveyor import stack
+    from conveyor.config import load_spec
+    from conveyor.registry.aliases import ledger
+    from conveyor.registry.session import MlflowSession
+
+    settings = _settings()
+    try:
+        spec = load_spec(model)
+        info = stack.stack_info(settings)
+        entries = ledger(MlflowSession(info.mlflow_url).client(), spec.registered_model_name, alias, limit)
+    except (ConveyorError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    if not entries:
+        console.print(f"no alias moves of {spec.registered_model_name} yet (nothing registered or deployed)")
+        return
+    console.print(history_table(spec.registered_model_name, entries))
+
+
+def history_table(registered_name: str, entries: list[Any]) -> Table:
+    """A rich table of ledger entries (newest first), one row per alias move."""
+    table = Table(title=f"{registered_name}: alias moves, newest first", title_justify="left")
+    for column in ("when (UTC)", "alias", "from → to", "actor", "reason", "DAG run", "gate"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            entry.moved_at.strftime("%Y-%m-%d %H:%M:%S"),
+            entry.alias,
+            f"{_version(entry.from_version)} → {_version(entry.to_version)}",
+            entry.actor,
+            Text(entry.reason[:160] + ("…" if len(entry.reason) > 160 else "")),
+            entry.dag_run_id or "-",
+            gate_verdict(entry.details),
+        )
+    return table
+
+
+def _version(version: str | None) -> str:
+    return "-" if version is None else f"v{version}"
+
+
+def gate_verdict(details: dict[str, Any]) -> str:
+    """The gate's verdict as kept in a ledger entry's details (``-`` when the move had none)."""
+    gate = details.get("gate")
+    if not isinstance(gate, dict):
+        return "-"
+    verdict = "PASSED" if gate.get("passed") else "FAILED"
+    mode = gate.get("mode", "?")
+    return f"{verdict} ({mode}){' OVERRIDE' if details.get('override') else ''}"
 
 
 @app.command()

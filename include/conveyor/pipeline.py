@@ -17,6 +17,8 @@ from typing import Any
 
 from conveyor.config import ModelSpec, load_spec
 from conveyor.errors import PermanentError
+from conveyor.evaluation.promotion import SCHEDULER_ACTOR
+from conveyor.registry.session import MlflowSession
 from conveyor.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -25,14 +27,9 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 
 
-def _client(tracking_uri: str) -> Any:
-    import mlflow
-
-    from conveyor.registry.tracking import client_for
-
-    # Trainers log through MLflow's fluent API; point it at the same server as the client.
-    mlflow.set_tracking_uri(tracking_uri)
-    return client_for(tracking_uri)
+def _session(tracking_uri: str) -> MlflowSession:
+    """The stage's one MLflow session (the URI may carry credentials: never put in ``os.environ``)."""
+    return MlflowSession(tracking_uri)
 
 
 def _run_key(dag_run_id: str) -> str:
@@ -55,6 +52,38 @@ def _git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+class RunParamsError(PermanentError, ValueError):
+    """The run's params contradict each other or are malformed; the run fails at its first task."""
+
+
+def check_run_params(
+    model: str, *, window_end: str, force: bool = False, justification: str | None = None
+) -> date:
+    """Check what a person typed into the trigger form before any work is done.
+
+    Returns:
+        ``window_end`` as a date.
+
+    Raises:
+        RunParamsError: ``window_end`` is not a ``YYYY-MM-DD`` date, or ``force`` is set without a
+            non-empty ``justification``.
+    """
+    try:
+        end = date.fromisoformat(str(window_end))
+    except ValueError:
+        raise RunParamsError(
+            f"{model}: window_end {window_end!r} is not a date; give the last landed day as YYYY-MM-DD "
+            "(or leave it empty for the run's logical date)"
+        ) from None
+    if force and not (justification or "").strip():
+        raise RunParamsError(
+            f"{model}: force (override the gate) needs a justification: trigger again with a non-empty "
+            "'justification' saying why this challenger should be registered although the gate may reject "
+            "it; it is recorded on the model version and in the alias ledger"
+        )
+    return end
+
+
 def validate_data(
     model: str,
     *,
@@ -63,24 +92,34 @@ def validate_data(
     tracking_uri: str,
     window_end: str,
     window_days: int | None = None,
+    force: bool = False,
+    justification: str | None = None,
 ) -> dict[str, Any]:
     """Load the data window, run the data contract, freeze a fingerprinted train/eval snapshot.
 
     Raises:
+        RunParamsError: the run's params are malformed (see :func:`check_run_params`); nothing ran.
         PermanentError: the window has no data or a batch breaks the contract; nothing is frozen and
             the message names the failing checks and rows.
     """
-    from conveyor.data.contracts import validate_batch
-    from conveyor.data.landing import load_window
+    end = check_run_params(model, window_end=window_end, force=force, justification=justification)
+    from conveyor.data.contracts import unreadable_report, validate_batch
+    from conveyor.data.landing import UnreadableBatchError, load_window
     from conveyor.data.snapshot import freeze_snapshot
     from conveyor.registry.tracking import get_or_create_run, log_json_artifact, log_text_artifact
 
     spec = load_spec(model)
-    client = _client(tracking_uri)
+    client = _session(tracking_uri).client()
     run_id = get_or_create_run(client, spec, dag_run_id=dag_run_id, dag_id=dag_id)
-    end = date.fromisoformat(window_end)
     days = window_days or spec.data.window_days
-    df = load_window(spec, end, days)
+    try:
+        df = load_window(spec, end, days)
+    except UnreadableBatchError as exc:
+        report = unreadable_report(spec, exc.files)
+        client.set_tag(run_id, "conveyor.validation", "failed")
+        log_json_artifact(client, run_id, json.loads(report.to_json()), "validation/report.json")
+        log_text_artifact(client, run_id, report.markdown(), "validation/report.md")
+        raise
     report = validate_batch(spec, df)
     client.log_metric(run_id, "validation_rows", float(len(df)))
     client.log_metric(run_id, "validation_failed_checks", float(len(report.failed)))
@@ -119,9 +158,9 @@ def train(model: str, *, validated: dict[str, Any], tracking_uri: str) -> dict[s
     from conveyor.training import train as train_model
 
     spec = load_spec(model)
-    _client(tracking_uri)
     train_df, eval_df = _snapshot(validated)
-    result = train_model(spec, train_df, eval_df, run_id=validated["run_id"])
+    with _session(tracking_uri).fluent():  # trainers log through MLflow's fluent API
+        result = train_model(spec, train_df, eval_df, run_id=validated["run_id"])
     return result.model_dump(mode="json")
 
 
@@ -133,32 +172,58 @@ def evaluate_gate(
     tracking_uri: str,
     mode: str = "spec",
     force: bool = False,
+    justification: str | None = None,
 ) -> dict[str, Any]:
     """Champion vs challenger on the same frozen eval snapshot; the report goes to the MLflow run.
 
-    Returns the decision plus ``register``: whether the pipeline goes on to compress and register.
+    Returns the decision plus where the DAG goes next: ``register`` (promote now: the gate let it
+    through, or an override), ``await_approval`` (a person decides) or neither (not promoted).
+    ``forced`` marks an override: ``force`` asked for and needed (the gate alone would not
+    register), never for a dry run; ``justification`` goes with it.
     """
     from conveyor.evaluation.champion import evaluate, write_gate_report
 
     spec = load_spec(model)
     if mode != "spec":
         spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"mode": mode})})
-    client = _client(tracking_uri)
     _, eval_df = _snapshot(validated)
-    decision = evaluate(client, spec, trained["model_uri"], eval_df)
-    write_gate_report(client, validated["run_id"], decision)
-    register = decision.action == "register" or (force and decision.action != "dry_run")
+    with _session(tracking_uri).fluent() as client:
+        decision = evaluate(client, spec, trained["model_uri"], eval_df)
+        write_gate_report(client, validated["run_id"], decision)
+    forced = bool(force) and decision.action not in ("register", "dry_run")
     for reason in decision.reasons:
         log.info("gate: %s", reason)
+    if forced:
+        log.warning("gate: OVERRIDE requested (force): %s", justification)
     out = decision.model_dump(mode="json")
     out.update(
         {
-            "register": register,
-            "await_approval": decision.action == "await_approval" and not register,
-            "forced": bool(force and decision.action != "register" and register),
+            "register": decision.action == "register" or forced,
+            "await_approval": decision.action == "await_approval" and not forced,
+            "forced": forced,
+            "justification": (justification or "").strip() or None if forced else None,
         }
     )
     return out
+
+
+def promote(
+    model: str,
+    *,
+    decision: dict[str, Any],
+    approval: dict[str, Any] | None = None,
+    triggered_by: str | None = None,
+) -> dict[str, Any]:
+    """The promotion the gate's outcome grants (see :mod:`conveyor.evaluation.promotion`).
+
+    Raises:
+        RegistrationRefused: the outcome does not allow registering the challenger.
+    """
+    from conveyor.evaluation.promotion import authorize
+
+    granted = authorize(model, decision, approval=approval, triggered_by=triggered_by)
+    log.info("%s: challenger promoted by %s (%s)", model, granted.actor, granted.how)
+    return granted.model_dump(mode="json")
 
 
 def report_not_promoted(model: str, decision: dict[str, Any]) -> None:
@@ -188,11 +253,11 @@ def compress(
         spec = spec.model_copy(
             update={"compression": spec.compression.model_copy(update={"methods": tuple(methods)})}
         )
-    _client(tracking_uri)
     train_df, eval_df = _snapshot(validated)
-    result = compress_model(
-        spec, TrainResult.model_validate(trained), train_df, eval_df, run_id=validated["run_id"]
-    )
+    with _session(tracking_uri).fluent():
+        result = compress_model(
+            spec, TrainResult.model_validate(trained), train_df, eval_df, run_id=validated["run_id"]
+        )
     return result.model_dump(mode="json")
 
 
@@ -207,26 +272,55 @@ def register(
     dag_id: str,
     dag_run_id: str,
     params: dict[str, Any] | None = None,
+    promotion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Register one model version for this DAG run (idempotent) and point ``challenger`` at it."""
+    """Register one model version for this DAG run (idempotent) and point ``challenger`` at it.
+
+    ``promotion`` is what :func:`promote` granted. The grant is checked again against ``decision``
+    here, so no wiring can register a challenger the gate did not let through.
+
+    Raises:
+        RegistrationRefused: the decision (with the promotion) does not allow registration; nothing
+            is registered and no alias moves.
+    """
+    from conveyor.evaluation.promotion import APPROVE, Promotion, authorize
     from conveyor.registry.aliases import get_alias_version, set_alias
     from conveyor.registry.versions import register_version
 
+    granted = Promotion.model_validate(promotion) if promotion else None
+    approval = (
+        {"chosen_options": [APPROVE], "responded_by_user": {"name": granted.approved_by}}
+        if granted is not None and granted.approved_by
+        else None
+    )
+    checked = authorize(
+        model, decision, approval=approval, triggered_by=granted.triggered_by if granted else None
+    )
     spec = load_spec(model)
-    client = _client(tracking_uri)
+    client = _session(tracking_uri).client()
     model_uri = compressed["model_uri"]
     lineage = {
         "dag_id": dag_id,
         "dag_run_id": dag_run_id,
         "data_fingerprint": validated["fingerprint"],
         "validation": f"passed ({validated.get('checks', '?')} checks on {validated['rows']} rows)",
-        "gate": ("forced: " if decision.get("forced") else "") + decision.get("action", "?"),
+        "gate": ("forced: " if checked.is_override else "") + decision.get("action", "?"),
+        "gate_verdict": "passed" if decision.get("passed") else "failed",
+        "gate_mode": str(decision.get("mode", "?")),
+        "promotion": checked.how,
+        "promoted_by": checked.actor,
+        "triggered_by": checked.triggered_by or SCHEDULER_ACTOR,
         "compression": compressed.get("chosen", "none"),
         "parent_model_uri": trained["model_uri"],
         "git_commit": _git_commit(),
         "params": json.dumps(params or {}, sort_keys=True, default=str),
         "trainer": spec.trainer.kind,
     }
+    if checked.approved_by:
+        lineage["approved_by"] = checked.approved_by
+    if checked.is_override:
+        lineage["override"] = "true"
+        lineage["override_justification"] = checked.justification
     result = register_version(
         client, spec, model_uri=model_uri, run_id=validated["run_id"], dag_run_id=dag_run_id, lineage=lineage
     )
@@ -238,12 +332,27 @@ def register(
             CHALLENGER,
             result.version,
             expected_version=current,
-            actor=f"airflow:{dag_id}/{dag_run_id}",
-            reason=f"gate {decision.get('action')}: " + "; ".join(decision.get("reasons", [])[:3]),
+            actor=checked.actor,
+            reason=_promotion_reason(checked, decision),
             dag_run_id=dag_run_id,
-            details={"gate": decision, "compression": compressed.get("chosen")},
+            details={
+                "gate": decision,
+                "compression": compressed.get("chosen"),
+                "promotion": checked.model_dump(mode="json"),
+                "override": checked.is_override,
+            },
         )
     return {**result.model_dump(mode="json"), "alias": CHALLENGER}
+
+
+def _promotion_reason(granted: Any, decision: dict[str, Any]) -> str:
+    if granted.is_override:
+        head = f"OVERRIDE by {granted.actor} (gate {decision.get('action')}): {granted.justification}"
+    elif granted.how == "approval":
+        head = f"approved by {granted.approved_by} in Airflow"
+    else:
+        head = f"gate {decision.get('action')}"
+    return head + " | " + "; ".join(decision.get("reasons", [])[-2:])
 
 
 def spec_for_registered_model(registered_name: str) -> ModelSpec:

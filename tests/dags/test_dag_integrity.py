@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -75,12 +76,34 @@ def test_training_dag_structure(dagbag) -> None:  # type: ignore[no-untyped-def]
         "register",
     }
     down = {t.task_id: {d.task_id for d in t.downstream_list} for t in dag.tasks}
+    up = {t.task_id: {u.task_id for u in t.upstream_list} for t in dag.tasks}
+    rule = {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule) for t in dag.tasks}
     assert "train" in down["validate_data"]
     assert "evaluate_gate" in down["train"]
     assert down["gate"] == {"promote", "await_approval", "not_promoted"}
-    assert "compress" in down["promote"] and "compress" in down["await_approval"]
-    assert "register" in down["compress"]
-    assert set(dag.params.keys()) == {"window_end", "window_days", "gate_mode", "compression", "force"}
+    # A rejection skips the approval's direct downstream only: that must be promote, and promote
+    # the only way into compress and register.
+    assert down["await_approval"] == {"promote"}
+    assert up["promote"] == {"evaluate_gate", "gate", "await_approval"}
+    assert rule["promote"] == "none_failed_min_one_success"  # one of gate/await_approval is skipped
+    # compress takes XCom from validate_data and train, which always succeed: with any rule that
+    # fires on "some upstream succeeded" it would run whatever the gate chose. all_success makes the
+    # skipped promote skip it.
+    assert up["compress"] == {"validate_data", "train", "promote"}
+    assert rule["compress"] == "all_success"
+    assert up["register"] == {"validate_data", "train", "evaluate_gate", "compress", "promote"}
+    assert rule["register"] == "all_success"
+    assert rule["not_promoted"] == "all_success" and up["not_promoted"] == {"gate", "evaluate_gate"}
+    # Airflow 3.3 sends the timeout to the task supervisor, which encodes a plain timedelta only
+    assert type(dag.get_task("await_approval").response_timeout) is timedelta
+    assert set(dag.params.keys()) == {
+        "window_end",
+        "window_days",
+        "gate_mode",
+        "compression",
+        "force",
+        "justification",
+    }
     assert "0 2 * * *" in repr(dag.timetable) or "0 2 * * *" in str(dag.timetable.__dict__)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from conveyor.config import ModelSpec
 from conveyor.errors import PermanentError
+from conveyor.registry.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,20 @@ def plan_deployments(client: Any, events: list[dict[str, Any]]) -> list[dict[str
     return plan
 
 
+def gate_details(tags: dict[str, str]) -> dict[str, Any]:
+    """The gate's verdict on a version, from its lineage tags, as kept in a champion move's ledger entry."""
+    if f"{TAG_PREFIX}gate_verdict" not in tags:
+        return {}
+    return {
+        "gate": {
+            "passed": tags[f"{TAG_PREFIX}gate_verdict"] == "passed",
+            "mode": tags.get(f"{TAG_PREFIX}gate_mode", "?"),
+            "action": tags.get(f"{TAG_PREFIX}gate", "?"),
+        },
+        "override": tags.get(f"{TAG_PREFIX}override") == "true",
+    }
+
+
 def deploy_candidate(
     client: Any,
     server: Any,
@@ -137,7 +152,7 @@ def deploy_candidate(
         actor=actor,
         reason=f"deployed after server checks: {summary}",
         dag_run_id=dag_run_id,
-        details={"stage_report": summary},
+        details={"stage_report": summary, **gate_details(client.get_model_version(name, version).tags)},
     )
     client.set_model_version_tag(name, version, STATUS_TAG, "deployed")
     client.set_model_version_tag(name, version, DEPLOYED_AT_TAG, datetime.now(UTC).isoformat())

@@ -20,7 +20,9 @@ def tracking_uri(conveyor_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _run(model: str, dag_run_id: str, tracking_uri: str, **gate: object) -> dict:
+    """Every stage in order, as far as the domain lets it go: ``promote`` decides, not this helper."""
     from conveyor import pipeline
+    from conveyor.evaluation.promotion import RegistrationRefused
 
     v = pipeline.validate_data(
         model,
@@ -32,20 +34,25 @@ def _run(model: str, dag_run_id: str, tracking_uri: str, **gate: object) -> dict
     t = pipeline.train(model, validated=v, tracking_uri=tracking_uri)
     g = pipeline.evaluate_gate(model, validated=v, trained=t, tracking_uri=tracking_uri, **gate)  # type: ignore[arg-type]
     out = {"validated": v, "trained": t, "decision": g}
-    if g["register"]:
-        c = pipeline.compress(model, validated=v, trained=t, tracking_uri=tracking_uri)
-        out["registered"] = pipeline.register(
-            model,
-            validated=v,
-            trained=t,
-            decision=g,
-            compressed=c,
-            tracking_uri=tracking_uri,
-            dag_id=f"conveyor_train_{model}",
-            dag_run_id=dag_run_id,
-            params={},
-        )
-        out["compressed"] = c
+    try:
+        out["promoted"] = pipeline.promote(model, decision=g, triggered_by="alice")
+    except RegistrationRefused as exc:
+        out["refused"] = str(exc)
+        return out
+    c = pipeline.compress(model, validated=v, trained=t, tracking_uri=tracking_uri)
+    out["registered"] = pipeline.register(
+        model,
+        validated=v,
+        trained=t,
+        decision=g,
+        compressed=c,
+        tracking_uri=tracking_uri,
+        dag_id=f"conveyor_train_{model}",
+        dag_run_id=dag_run_id,
+        params={},
+        promotion=out["promoted"],
+    )
+    out["compressed"] = c
     return out
 
 
@@ -75,8 +82,11 @@ def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri
         dag_id="conveyor_train_breast_cancer",
         dag_run_id="manual__1",
         params={},
+        promotion=first["promoted"],
     )
     assert again["version"] == version and again["created"] is False
+    mv = client.get_model_version(spec.registered_model_name, version)
+    assert mv.tags["conveyor.promotion"] == "gate" and mv.tags["conveyor.promoted_by"] == "alice"
     assert len(client.search_model_versions(f"name='{spec.registered_model_name}'")) == 1
 
     set_alias(
@@ -92,7 +102,55 @@ def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri
     assert dry["decision"]["cold_start"] is False
     assert dry["decision"]["champion_version"] == version
     assert dry["decision"]["action"] == "dry_run" and dry["decision"]["register"] is False
+    assert "dry run registers nothing" in dry["refused"]
     assert len(client.search_model_versions(f"name='{spec.registered_model_name}'")) == 1
+
+
+@pytest.mark.parametrize(
+    ("gate", "refusal"),
+    [
+        ({"mode": "dry_run"}, "dry run registers nothing"),
+        ({"mode": "dry_run", "force": True, "justification": "ship it"}, "dry run registers nothing"),
+        ({"mode": "require_approval"}, "nobody approved"),
+    ],
+)
+def test_register_refuses_what_the_gate_did_not_let_through(
+    tracking_uri: str, gate: dict, refusal: str
+) -> None:
+    """Defence in depth: handed a decision that does not allow it, ``register`` registers nothing."""
+    from conveyor import pipeline
+    from conveyor.config import load_spec
+    from conveyor.evaluation.promotion import RegistrationRefused
+    from conveyor.registry.tracking import client_for
+
+    spec = load_spec("breast_cancer")
+    land_demo_data_once(spec)
+    out = _run("breast_cancer", "manual__x", tracking_uri, **gate)
+    assert refusal in out["refused"]
+    c = pipeline.compress(
+        "breast_cancer", validated=out["validated"], trained=out["trained"], tracking_uri=tracking_uri
+    )
+    with pytest.raises(RegistrationRefused, match=refusal):
+        pipeline.register(
+            "breast_cancer",
+            validated=out["validated"],
+            trained=out["trained"],
+            decision=out["decision"],
+            compressed=c,
+            tracking_uri=tracking_uri,
+            dag_id="conveyor_train_breast_cancer",
+            dag_run_id="manual__x",
+            params={},
+        )
+    client = client_for(tracking_uri)
+    assert client.search_registered_models() == []
+    assert client.search_model_versions(f"name='{spec.registered_model_name}'") == []
+
+
+def land_demo_data_once(spec: object) -> None:
+    from conveyor.data.generate import land_demo_data
+
+    land_demo_data(spec, days=spec.data.window_days, end_day=END, seed=0)  # type: ignore[attr-defined]
 
 
 def test_bad_batch_fails_validation_naming_checks_and_rows(tracking_uri: str) -> None:
@@ -125,3 +183,40 @@ def test_bad_batch_fails_validation_naming_checks_and_rows(tracking_uri: str) ->
     assert client.search_registered_models() == []
     runs = client.search_runs([client.get_experiment_by_name("conveyor/churn").experiment_id])
     assert runs[0].data.tags["conveyor.validation"] == "failed"
+
+
+def test_an_unreadable_parquet_file_fails_once_naming_it(tracking_uri: str) -> None:
+    import json as _json
+
+    from conveyor import pipeline
+    from conveyor.config import load_spec
+    from conveyor.data.generate import land_demo_data
+    from conveyor.data.landing import UnreadableBatchError
+    from conveyor.errors import PermanentError
+    from conveyor.registry.tracking import client_for
+
+    spec = load_spec("churn")
+    uris = land_demo_data(spec, days=2, end_day=END, rows_per_day=400, seed=3)
+    broken = uris[-1]
+    path = Path(broken.removeprefix("file://"))
+    path.write_bytes(path.read_bytes()[:-40])  # a broken footer
+    with pytest.raises(UnreadableBatchError) as err:
+        pipeline.validate_data(
+            "churn",
+            dag_id="d",
+            dag_run_id="manual__broken",
+            tracking_uri=tracking_uri,
+            window_end=END.isoformat(),
+            window_days=2,
+        )
+    assert isinstance(err.value, PermanentError)  # deterministic: no retry
+    assert broken in str(err.value) and "not readable Parquet" in str(err.value)
+    assert "<Buffer>" not in str(err.value).split(":", 1)[0]
+    client = client_for(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("conveyor/churn").experiment_id])
+    assert run.data.tags["conveyor.validation"] == "failed"
+    local = client.download_artifacts(run.info.run_id, "validation/report.json")
+    report = _json.loads(Path(local).read_text())
+    assert report["success"] is False and report["sources"] == [broken]
+    assert report["failed"][0]["expectation"] == "readable_parquet"
+    assert client.search_registered_models() == []

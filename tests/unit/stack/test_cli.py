@@ -40,7 +40,15 @@ def test_options_named_in_the_docs_exist(runner: CliRunner) -> None:
         "down": ["--purge"],
         "logs": ["--lines", "--follow"],
         "land-data": ["--model", "--days", "--end-day", "--rows-per-day", "--seed", "--drift", "--corrupt"],
-        "trigger": ["--model", "--window-end", "--window-days", "--gate-mode", "--force", "--follow"],
+        "trigger": [
+            "--model",
+            "--window-end",
+            "--window-days",
+            "--gate-mode",
+            "--force",
+            "--justification",
+            "--follow",
+        ],
         "predict": ["--model", "--rows"],
     }
     for command, options in expectations.items():
