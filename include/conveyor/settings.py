@@ -103,8 +103,18 @@ class Settings(BaseSettings):
     #: distributed: how many Celery workers, and task slots per worker.
     celery_workers: int = Field(default=2, ge=1, le=16)
     celery_worker_concurrency: int = Field(default=2, ge=1, le=32)
+    #: Where alias moves take their compare-and-set lock (:mod:`conveyor.registry.locks`):
+    #: ``file:///<folder>`` (embedded default: ``<home>/locks``) or ``postgresql://host/db``
+    #: (distributed default: MLflow's tracking database, reached by every worker).
+    registry_lock_url: str = ""
 
     def model_post_init(self, __context: object) -> None:
+        if not self.registry_lock_url:
+            self.registry_lock_url = (
+                f"{self.postgres_url.rstrip('/')}/{self.mlflow_database}"
+                if self.profile == "distributed"
+                else (self.home / "locks").as_uri()
+            )
         if not self.data_root:
             self.data_root = (self.home / "data").as_uri()
         if not self.mlflow_tracking_uri:

@@ -8,17 +8,20 @@ dag_run_id``; the details as ``ledger/entry.json``) and stamped on the model ver
 rollback DAG re-points ``champion`` to a version it finds there.
 
 **Compare-and-set without server support.** MLflow has no conditional alias update, so a move is
-read-check-write: read the alias, compare it with ``expected_version``, write. Two writers can both
-pass the check in the few milliseconds between one's read and its write. Conveyor narrows and
-exposes that window:
+read-check-write under an exclusive lock named ``<model>@<alias>`` (:mod:`conveyor.registry.locks`:
+a file lock on the embedded stack, a PostgreSQL advisory lock in the distributed profile). Every
+Conveyor writer takes it, so of many concurrent moves from the same expected version exactly one
+goes through and the rest fail with :class:`AliasConflictError`.
 
-1. The ledger run is opened (status ``RUNNING``) *before* the write and marked ``FINISHED`` only
-   after re-reading the alias shows this move's version; if another writer got in between, the run
-   is marked ``FAILED`` and :class:`AliasConflictError` is raised. :func:`ledger` lists finished
-   moves only, so the ledger never claims a move that did not stick.
-2. Conveyor's alias-moving tasks run in one Airflow pool with a single slot, so its own writers never
-   overlap; what remains is a person moving the alias in the MLflow UI at the same instant, which
-   the next compare-and-set (whose ``expected_version`` is then stale) reports.
+What remains is a person moving the alias in the MLflow UI (which takes no lock) at the same
+instant. The ledger run is therefore opened (status ``RUNNING``) *before* the write and marked
+``FINISHED`` only after re-reading the alias shows this move's version; otherwise it is marked
+``FAILED`` and :class:`AliasConflictError` is raised. :func:`ledger` lists finished moves only, so
+the ledger never claims a move that did not stick.
+
+After each move the registered model's description gets a "Latest alias moves" table (between
+markers, so the rest of a description written by people is kept), so the MLflow UI shows the
+history next to the versions.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict
 
 from conveyor.errors import PermanentError
+from conveyor.registry.locks import alias_lock
 from conveyor.registry.tracking import (
     DAG_RUN_ID_TAG,
     ensure_experiment,
@@ -241,11 +245,16 @@ def set_alias(
                 f"register it first or pick an existing version ({exc.message})"
             ) from exc
         raise
-    current = get_alias_version(client, registered_name, alias)
-    if current == target:
-        return _noop_entry(client, registered_name, alias, "set", current, actor, reason, dag_run_id, details)
-    _compare(registered_name, alias, expected_version, current, target, actor)
-    return _move(client, registered_name, alias, current, target, actor, reason, dag_run_id, details)
+    with alias_lock(registered_name, alias):
+        current = get_alias_version(client, registered_name, alias)
+        if current == target:
+            return _noop_entry(
+                client, registered_name, alias, "set", current, actor, reason, dag_run_id, details
+            )
+        _compare(registered_name, alias, expected_version, current, target, actor)
+        entry = _move(client, registered_name, alias, current, target, actor, reason, dag_run_id, details)
+    publish_recent_moves(client, registered_name)
+    return entry
 
 
 def delete_alias(
@@ -266,11 +275,16 @@ def delete_alias(
     Raises:
         AliasConflictError: the alias names something else than ``expected_version``.
     """
-    current = get_alias_version(client, registered_name, alias)
-    if current is None:
-        return _noop_entry(client, registered_name, alias, "delete", None, actor, reason, dag_run_id, details)
-    _compare(registered_name, alias, expected_version, current, None, actor)
-    return _move(client, registered_name, alias, current, None, actor, reason, dag_run_id, details)
+    with alias_lock(registered_name, alias):
+        current = get_alias_version(client, registered_name, alias)
+        if current is None:
+            return _noop_entry(
+                client, registered_name, alias, "delete", None, actor, reason, dag_run_id, details
+            )
+        _compare(registered_name, alias, expected_version, current, None, actor)
+        entry = _move(client, registered_name, alias, current, None, actor, reason, dag_run_id, details)
+    publish_recent_moves(client, registered_name)
+    return entry
 
 
 def _compare(
@@ -415,6 +429,67 @@ def _noop_entry(
         details=json.loads(json.dumps(to_jsonable(details or {}), default=str)),
         noop=True,
     )
+
+
+#: Markers of the section of a registered model's description that Conveyor owns.
+MOVES_BEGIN = "<!-- conveyor:alias-moves:begin -->"
+MOVES_END = "<!-- conveyor:alias-moves:end -->"
+_MOVES_SHOWN = 5
+
+
+def moves_markdown(entries: list[LedgerEntry]) -> str:
+    """The "Latest alias moves" section (markers included) for a registered model's description."""
+
+    def cell(text: str) -> str:
+        flat = " ".join(text.split()).replace("|", "\\|")
+        return flat if len(flat) <= 120 else flat[:119] + "…"
+
+    rows = [
+        f"| {e.moved_at:%Y-%m-%d %H:%M} | {e.alias} | {_short(e.from_version)} → {_short(e.to_version)} "
+        f"| {cell(e.actor)} | {cell(e.reason)} |"
+        for e in entries
+    ]
+    return "\n".join(
+        [
+            MOVES_BEGIN,
+            "#### Latest alias moves",
+            "",
+            "Written by Conveyor after each move; `conveyor history <model>` prints the whole ledger.",
+            "",
+            "| when (UTC) | alias | from → to | actor | reason |",
+            "|---|---|---|---|---|",
+            *rows,
+            MOVES_END,
+        ]
+    )
+
+
+def _short(version: str | None) -> str:
+    return "-" if version is None else f"v{version}"
+
+
+def publish_recent_moves(client: MlflowClient, registered_name: str) -> None:
+    """Rewrite the "Latest alias moves" section of ``registered_name``'s description from the ledger.
+
+    Text outside the markers (a description people wrote) is kept. A failure here is logged, not
+    raised: the move it reports has already happened and is in the ledger.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with alias_lock(registered_name, "#description"):
+            section = moves_markdown(ledger(client, registered_name, limit=_MOVES_SHOWN))
+            description = client.get_registered_model(registered_name).description or ""
+            if MOVES_BEGIN in description and MOVES_END in description:
+                head, _, rest = description.partition(MOVES_BEGIN)
+                _, _, tail = rest.partition(MOVES_END)
+                updated = f"{head}{section}{tail}"
+            else:
+                updated = f"{description.rstrip()}\n\n{section}" if description.strip() else section
+            if updated != description:
+                client.update_registered_model(registered_name, description=updated)
+    except (MlflowException, OSError) as exc:
+        log.warning("could not write the latest alias moves on %s's page: %s", registered_name, exc)
 
 
 def ledger(

@@ -198,3 +198,22 @@ def test_large_details_stay_in_the_artifact(client: Any, versions: list[str], tm
     local = client.download_artifacts(entry.ledger_run_id, "ledger/entry.json", str(tmp_path))
     with open(local) as fh:
         assert json.load(fh)["details"] == details
+
+
+def test_the_model_page_shows_the_latest_moves_and_keeps_what_people_wrote(
+    client: Any, versions: list[str]
+) -> None:
+    from conveyor.registry.aliases import MOVES_BEGIN, MOVES_END
+
+    client.update_registered_model(NAME, description="Churn model of the EU region. Owner: ml-team.")
+    set_alias(client, NAME, "challenger", "1", expected_version=None, actor=ACTOR, reason="gate | passed")
+    set_alias(client, NAME, "champion", "1", expected_version=None, actor=ACTOR, reason="deployed")
+    description = client.get_registered_model(NAME).description
+    assert description.startswith("Churn model of the EU region. Owner: ml-team.")
+    assert description.count(MOVES_BEGIN) == 1 and description.endswith(MOVES_END)
+    rows = [line for line in description.splitlines() if line.startswith("| 20")]
+    assert len(rows) == 2 and "| champion | - → v1 |" in rows[0] and "gate \\| passed" in rows[1]
+    set_alias(client, NAME, "champion", "2", expected_version="1", actor=ACTOR, reason="next")
+    description = client.get_registered_model(NAME).description
+    assert description.count(MOVES_BEGIN) == 1 and "| champion | v1 → v2 |" in description
+    assert description.startswith("Churn model of the EU region.")
