@@ -85,22 +85,34 @@ def _check_frame(spec: ModelSpec, eval_df: pd.DataFrame) -> None:
 
 
 @contextmanager
-def _loaded_pyfunc(model_uri: str, client: MlflowClient | None) -> Iterator[Any]:
-    """The pyfunc model; its files stay available until the block ends (some flavors read lazily)."""
+def _loaded_pyfunc(
+    model_uri: str, client: MlflowClient | None, expected_sha256: str | None = None
+) -> Iterator[Any]:
+    """The pyfunc model; its files stay available until the block ends (some flavors read lazily).
+
+    With ``expected_sha256`` the downloaded files are verified before loading (``client`` needed).
+    """
     import mlflow.pyfunc
 
     if client is None:
         with tempfile.TemporaryDirectory(prefix="conveyor-score-") as workdir:
             yield mlflow.pyfunc.load_model(model_uri, dst_path=workdir)
         return
-    from conveyor.registry.versions import local_model_dir
+    from conveyor.registry.versions import local_model_dir, verify_artifact
 
     with local_model_dir(client, model_uri) as path:
+        if expected_sha256 is not None:
+            verify_artifact(path, expected_sha256, what=model_uri)
         yield mlflow.pyfunc.load_model(str(path))
 
 
 def score_on_snapshot(
-    model_uri: str, spec: ModelSpec, eval_df: pd.DataFrame, *, client: MlflowClient | None = None
+    model_uri: str,
+    spec: ModelSpec,
+    eval_df: pd.DataFrame,
+    *,
+    client: MlflowClient | None = None,
+    expected_sha256: str | None = None,
 ) -> Scored:
     """Load the pyfunc ``model_uri`` and score it on ``eval_df``.
 
@@ -110,6 +122,8 @@ def score_on_snapshot(
         eval_df: The frozen evaluation snapshot (features + target; other columns are ignored).
         client: Read the model through this client's tracking/registry URIs; ``None`` uses MLflow's
             process-wide URIs.
+        expected_sha256: The version's recorded ``conveyor.artifact_sha256``: the files are
+            verified before loading (a mismatch is a ``ModelScoringError`` naming the version).
 
     Returns:
         The metrics and per-row probabilities.
@@ -122,7 +136,7 @@ def score_on_snapshot(
     features = eval_df[spec.feature_names]
     with ExitStack() as stack:
         try:
-            model = stack.enter_context(_loaded_pyfunc(model_uri, client))
+            model = stack.enter_context(_loaded_pyfunc(model_uri, client, expected_sha256))
         except Exception as exc:
             raise ModelScoringError(
                 f"cannot load model {model_uri!r} for {spec.name}: {type(exc).__name__}: {exc}"
@@ -183,6 +197,7 @@ def evaluate(
         ModelScoringError: the *challenger* cannot be scored (a champion failure is in the decision).
     """
     from conveyor.registry.aliases import get_alias_version
+    from conveyor.registry.versions import recorded_sha256
 
     challenger = score_on_snapshot(challenger_model_uri, spec, eval_df, client=client)
     version = get_alias_version(client, spec.registered_model_name, CHAMPION_ALIAS)
@@ -191,7 +206,13 @@ def evaluate(
     if version is not None:
         champion_uri = f"models:/{spec.registered_model_name}/{version}"
         try:
-            champion = score_on_snapshot(champion_uri, spec, eval_df, client=client)
+            champion = score_on_snapshot(
+                champion_uri,
+                spec,
+                eval_df,
+                client=client,
+                expected_sha256=recorded_sha256(client, spec.registered_model_name, version) or None,
+            )
         except Exception as exc:  # any load/score failure of the champion is reported in the decision
             champion_error = str(exc)
             log.error("champion %s could not be scored: %s", champion_uri, exc)

@@ -167,6 +167,45 @@ def artifact_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+class ArtifactIntegrityError(PermanentError):
+    """A model's files do not hash to the ``conveyor.artifact_sha256`` recorded when it was registered."""
+
+
+def recorded_sha256(client: MlflowClient, registered_name: str, version: str) -> str | None:
+    """The ``conveyor.artifact_sha256`` tag of ``registered_name`` v``version`` (``None``: not recorded,
+    e.g. a version registered outside Conveyor)."""
+    tags = client.get_model_version(registered_name, str(version)).tags or {}
+    value = tags.get(ARTIFACT_SHA256_TAG)
+    return str(value) if value else None
+
+
+def verify_artifact(path: str | Path, expected: str | None, *, what: str) -> str | None:
+    """Check the files at ``path`` against the recorded hash before anything loads them.
+
+    Args:
+        path: The local model folder that is about to be loaded (hash what you load).
+        expected: The version's ``conveyor.artifact_sha256``; ``None`` skips the check (logged).
+        what: The version, for messages (``conveyor-churn v7``).
+
+    Returns:
+        The files' hash (``None`` when skipped).
+
+    Raises:
+        ArtifactIntegrityError: the files hash to something else: tampered or corrupted.
+    """
+    if not expected:
+        log.warning("%s has no %s tag; loading it unverified", what, ARTIFACT_SHA256_TAG)
+        return None
+    actual = artifact_sha256(path)
+    if actual != expected:
+        raise ArtifactIntegrityError(
+            f"refusing to load {what}: its files hash to sha256 {actual[:16]}… but {ARTIFACT_SHA256_TAG} "
+            f"recorded {expected[:16]}… at registration; the artifact was changed or corrupted in the "
+            "store. Restore it or register a new version; nothing was loaded."
+        )
+    return actual
+
+
 def _parse_logged_model_id(model_uri: str) -> str | None:
     """``m-...`` for ``models:/m-...``; ``None`` for other URIs."""
     if not model_uri.startswith("models:/"):

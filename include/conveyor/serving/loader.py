@@ -138,6 +138,13 @@ def resolve_champion(settings: Settings, spec: ModelSpec) -> str:
     return str(mv.version)
 
 
+def recorded_sha256(settings: Settings, spec: ModelSpec, version: str) -> str | None:
+    """The version's recorded ``conveyor.artifact_sha256`` (``None``: registered outside Conveyor)."""
+    from conveyor.registry.versions import recorded_sha256 as recorded
+
+    return recorded(mlflow_client(settings), spec.registered_model_name, version)
+
+
 def version_uri(spec: ModelSpec, version: str) -> str:
     return f"models:/{spec.registered_model_name}/{version}"
 
@@ -213,10 +220,21 @@ def load(
     version: str,
     model_uri: str,
     alias: str | None,
+    expected_sha256: str | None = None,
 ) -> LoadedModel:
-    """Load a cached model folder, replay its golden rows and time single-row predictions."""
+    """Load a cached model folder, replay its golden rows and time single-row predictions.
+
+    The folder is first checked against ``expected_sha256`` (the version's recorded
+    ``conveyor.artifact_sha256``): a tampered or corrupted artifact is never loaded.
+
+    Raises:
+        ArtifactIntegrityError: the files do not match the recorded hash.
+    """
     import mlflow
 
+    from conveyor.registry.versions import verify_artifact
+
+    verify_artifact(local_dir, expected_sha256, what=f"{spec.registered_model_name} v{version}")
     pyfunc = mlflow.pyfunc.load_model(str(local_dir))
     columns = input_columns(pyfunc, spec)
     golden, latencies = replay_golden(spec, pyfunc, columns, local_dir)

@@ -276,7 +276,14 @@ class ModelServer:
             version, alias = loader.resolve_champion(self.settings, spec), loader.CHAMPION
         uri = loader.version_uri(spec, version)
         local = loader.fetch(self.settings, spec, uri, version)
-        model = loader.load(spec, local, version=version, model_uri=uri, alias=alias)
+        model = loader.load(
+            spec,
+            local,
+            version=version,
+            model_uri=uri,
+            alias=alias,
+            expected_sha256=loader.recorded_sha256(self.settings, spec, version),
+        )
         self.metrics.set_golden(
             spec.name,
             version,
@@ -336,7 +343,10 @@ class ModelServer:
         with slot.load_lock:
             try:
                 local = loader.fetch(self.settings, spec, uri, key)
-                model = loader.load(spec, local, version=version, model_uri=uri, alias=None)
+                expected = loader.recorded_sha256(self.settings, spec, version) if version.isdigit() else None
+                model = loader.load(
+                    spec, local, version=version, model_uri=uri, alias=None, expected_sha256=expected
+                )
             except Exception as exc:
                 log.warning("staging %s version %s failed: %s", name, version, exc)
                 report = loader.failed_report(spec, version, uri, f"could not load {uri}: {exc}")

@@ -18,6 +18,7 @@ import pytest
 from unit.serving import support
 
 from conveyor.serving.client import ModelServerClient, ModelServerError
+from integration.serving.conftest import REGISTERED
 
 pytestmark = pytest.mark.integration
 
@@ -156,6 +157,39 @@ def test_metrics_counters_move(stack: Any, client: ModelServerClient) -> None:
         _sample_value(after, "conveyor_golden_check_passed", model="tiny", version=version, slot="serving")
         == 1
     )
+
+
+def test_a_tampered_artifact_is_refused_and_the_champion_keeps_serving(
+    stack: Any, client: ModelServerClient
+) -> None:
+    """One byte changed in a stored artifact: staging names the version and the hash, serving is untouched."""
+    from conveyor.registry.tracking import client_for
+    from conveyor.registry.versions import ARTIFACT_SHA256_TAG, model_artifact_sha256
+
+    client.wait_ready(timeout=180)
+    mlflow = client_for(stack.mlflow_uri)
+    uri, _ = support.log_tiny_model(stack.mlflow_uri, stack.train, artifact_root=None, offset=0.8)
+    version = support.register(stack.mlflow_uri, REGISTERED, uri, alias=None)
+    sha = model_artifact_sha256(mlflow, f"models:/{REGISTERED}/{version}")
+    mlflow.set_model_version_tag(REGISTERED, version, ARTIFACT_SHA256_TAG, sha)  # as register_version does
+    stored = mlflow.get_model_version_download_uri(REGISTERED, version).split(":", 1)[1].lstrip("/")
+    files = [p for p in (stack.data_root.parent / "artifacts" / stored).rglob("*") if p.is_file()]
+    victim = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+
+    serving = client.ready()["models"]["tiny"]["version"]
+    rows = _sample(stack, n=2)
+    answer = client.predict("tiny", rows)
+    report = client.stage("tiny", version)
+    assert not report.passed and not report.loaded
+    assert f"{REGISTERED} v{version}" in str(report.error) and "sha256" in str(report.error), report.error
+    assert client.ready()["models"]["tiny"]["version"] == serving
+    assert client.predict("tiny", rows) == answer
+    with pytest.raises(ModelServerError):
+        client.promote("tiny", version)
+    assert client.ready()["models"]["tiny"]["version"] == serving
 
 
 def test_graceful_shutdown_flushes_the_prediction_log(

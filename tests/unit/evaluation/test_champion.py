@@ -163,3 +163,20 @@ def test_markdown_of_a_cold_start_with_nan() -> None:
     text = report_markdown(decision)
     assert "none (cold start)" in text and "| roc_auc | NaN | — | — |" in text
     assert "FAILED" in text
+
+
+def test_a_tampered_champion_is_refused_by_the_gate(client: Any, spec: Any, eval_df: Any) -> None:
+    from urllib.parse import urlparse
+
+    version = _make_champion(client, spec, support.WEAK_WEIGHTS)
+    stored = Path(urlparse(client.get_model_version_download_uri(spec.registered_model_name, version)).path)
+    victim = max((p for p in stored.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    _, uri = _logged(client, spec, "manual__2", support.GOOD_WEIGHTS)
+    decision = evaluate(client, spec, uri, eval_df, n_boot=100)
+    assert decision.passed is False and decision.action == "reject"
+    assert decision.champion_error is not None
+    assert f"models:/{spec.registered_model_name}/{version}" in decision.champion_error
+    assert "sha256" in decision.champion_error and "nothing was loaded" in decision.champion_error

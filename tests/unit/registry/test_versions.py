@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.errors import PermanentError
 from conveyor.registry.tracking import get_or_create_run
 from conveyor.registry.versions import (
     ARTIFACT_SHA256_TAG,
@@ -188,3 +189,21 @@ def test_sha_of_a_logged_model_matches_its_files(
     assert Path(copy) != Path(location.removeprefix("file://"))
     assert (Path(copy) / "MLmodel").exists()
     assert model_artifact_sha256(client, model_uri) == artifact_sha256(copy)
+
+
+def test_verify_artifact_refuses_one_changed_byte(tmp_path: Path) -> None:
+    from conveyor.registry.versions import ArtifactIntegrityError, artifact_sha256, verify_artifact
+
+    model = tmp_path / "model"
+    (model / "data").mkdir(parents=True)
+    (model / "MLmodel").write_text("flavors: {}\n")
+    (model / "data" / "weights.bin").write_bytes(bytes(range(256)) * 4)
+    sha = artifact_sha256(model)
+    assert verify_artifact(model, sha, what="conveyor-toy v3") == sha
+    assert verify_artifact(model, None, what="conveyor-toy v3") is None  # nothing recorded: unverified
+    data = bytearray((model / "data" / "weights.bin").read_bytes())
+    data[500] ^= 0x01
+    (model / "data" / "weights.bin").write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match="refusing to load conveyor-toy v3") as caught:
+        verify_artifact(model, sha, what="conveyor-toy v3")
+    assert isinstance(caught.value, PermanentError) and sha[:16] in str(caught.value)
