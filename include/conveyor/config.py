@@ -52,6 +52,8 @@ class DataSpec(_Frozen):
     min_rows: int = Field(default=100, ge=1)
     max_rows: int | None = None
     positive_label: int = 1
+    #: Each class must hold at least this share of a window's rows (a one-class window fails validation).
+    min_class_share: float = Field(default=0.01, ge=0, lt=0.5)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
 
 

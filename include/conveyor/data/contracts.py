@@ -90,6 +90,7 @@ class ValidationReport(BaseModel):
     missing_columns: dict[str, list[str]] = Field(
         default_factory=dict, description="required columns some landing files lack, with those files"
     )
+    id_column: str | None = Field(default=None, description="the column naming rows in the samples")
 
     def markdown(self) -> str:
         """A readable summary: a heading with the verdict and a table of failed checks."""
@@ -152,7 +153,8 @@ def build_suite(spec: ModelSpec) -> gx.ExpectationSuite:
     Checks, in order: every column of ``spec.columns`` exists; the id is unique and present; the event
     time is present; row count within ``[min_rows, max_rows]``; per numeric feature its dtype is numeric,
     its null share at most ``max_null_fraction``, its values in ``[min, max]``; per categorical its null
-    share and allowed categories; the target is present and in ``{0, 1}``.
+    share and allowed categories; the target is present and in ``{0, 1}``, both classes are present
+    and each holds at least ``min_class_share`` of the rows.
     """
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -184,6 +186,14 @@ def build_suite(spec: ModelSpec) -> gx.ExpectationSuite:
         add(gxe.ExpectColumnValuesToBeInSet(column=categorical.name, value_set=list(categorical.categories)))
     add(gxe.ExpectColumnValuesToNotBeNull(column=data.target))
     add(gxe.ExpectColumnValuesToBeInSet(column=data.target, value_set=[0, 1]))
+    # Every class present, each with at least min_class_share of the rows (mean of a 0/1 label is the
+    # share of 1s): a one-class window cannot be trained or gated, and says so here, not as a NaN AUC.
+    add(gxe.ExpectColumnDistinctValuesToContainSet(column=data.target, value_set=[0, 1]))
+    add(
+        gxe.ExpectColumnMeanToBeBetween(
+            column=data.target, min_value=data.min_class_share, max_value=1.0 - data.min_class_share
+        )
+    )
     # Passing the expectations to the constructor needs no active context (add_expectation does).
     return gx.ExpectationSuite(name=f"conveyor.{spec.name}", expectations=expectations)
 
@@ -272,6 +282,7 @@ def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
         dates = sorted({d.isoformat() for d in stamps.dt.date.unique()})
     report = ValidationReport(
         model=spec.name,
+        id_column=id_column,
         success=bool(outcome.success) and not failed,
         evaluated=len(outcome.results),
         rows=len(df),
@@ -295,6 +306,17 @@ def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
         time.perf_counter() - started,
     )
     return report
+
+
+def unreadable_report(spec: ModelSpec, files: dict[str, str]) -> ValidationReport:
+    """The report of a window that could not even be read: one failed check per unreadable file."""
+    failed = [
+        FailedCheck(expectation="readable_parquet", detail=f"{uri} is not readable Parquet ({why})")
+        for uri, why in files.items()
+    ]
+    return ValidationReport(
+        model=spec.name, success=False, evaluated=len(failed), rows=0, failed=failed, sources=list(files)
+    )
 
 
 def validate_or_raise(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
@@ -380,6 +402,23 @@ def _failed_check(
         detail = f"{count:,}{of} values not in {list(kwargs.get('value_set') or [])}, e.g. {examples}"
     elif expectation == "expect_column_values_to_be_unique":
         detail = f"{count:,}{of} rows share an id with another row, e.g. {examples}"
+    elif expectation == "expect_column_distinct_values_to_contain_set":
+        wanted = list(kwargs.get("value_set") or [])
+        present = sorted(_jsonable(df[column].dropna().unique().tolist()), key=str)
+        absent = [v for v in wanted if v not in present]
+        detail = (
+            f"labels present: {present}; class(es) {absent} have no rows in the window. A model needs "
+            f"every class of {wanted} to train and be gated: widen the window or fix the labels"
+        )
+    elif expectation == "expect_column_mean_to_be_between":
+        import pandas as pd
+
+        share = float(kwargs.get("min_value") or 0.0)
+        ones = float(pd.to_numeric(df[column], errors="coerce").mean()) if len(df) else float("nan")
+        detail = (
+            f"the share of label 1 is {ones:.4g}; each class needs at least {share:.1%} of the rows "
+            "(spec data.min_class_share)"
+        )
     elif expectation == "expect_table_row_count_to_be_between":
         upper = kwargs.get("max_value")
         detail = f"{observed} rows; expected at least {kwargs.get('min_value')}"
@@ -412,10 +451,12 @@ def _samples(
         if not ids:
             return [], []
         rows = df[df[id_column].astype(str).isin(ids)]
-        # Keep GX's order (the first failing rows) and at most SAMPLE_SIZE rows.
+        # Keep GX's order (the first failing rows); every row of each sampled id (a duplicated id has
+        # several), at most SAMPLE_SIZE per id.
         rank = {value: i for i, value in enumerate(ids)}
         rows = rows.iloc[sorted(range(len(rows)), key=lambda i: rank[str(rows.iloc[i][id_column])])]
-        return ids, [_row(r) for r in rows.head(SAMPLE_SIZE).to_dict(orient="records")]
+        rows = rows.groupby(rows[id_column].astype(str), sort=False).head(SAMPLE_SIZE)
+        return ids, [_row(r) for r in rows.to_dict(orient="records")]
     positions = [e for e in entries if isinstance(e, int)][:SAMPLE_SIZE]
     rows = df.loc[[p for p in positions if p in df.index]]
     return [], [_row(r) for r in rows.to_dict(orient="records")]
@@ -457,13 +498,26 @@ def _error_message(report: ValidationReport, event_time_column: str) -> str:
         lines.append(f"  - {check.expectation}{where}: {check.detail}")
         if check.sample_ids:
             examples = []
-            for row_id, row in zip(check.sample_ids, check.sample_rows, strict=False):
-                parts = []
-                if check.column and check.column in row:
-                    parts.append(f"{check.column}={row[check.column]!r}")
-                if row.get(event_time_column) is not None:
-                    parts.append(f"date={str(row[event_time_column])[:10]}")
-                examples.append(f"{row_id} ({', '.join(parts)})" if parts else row_id)
+            for row_id in check.sample_ids:
+                # the rows of this id (several when the id is duplicated), not the n-th sampled row
+                rows = [
+                    r
+                    for r in check.sample_rows
+                    if report.id_column and str(r.get(report.id_column)) == row_id
+                ]
+                described = []
+                for row in rows:
+                    parts = []
+                    if check.column and check.column in row and check.column != report.id_column:
+                        parts.append(f"{check.column}={row[check.column]!r}")
+                    if row.get(event_time_column) is not None:
+                        parts.append(f"date={str(row[event_time_column])[:10]}")
+                    if parts:
+                        described.append(", ".join(parts))
+                if len(rows) > 1:
+                    examples.append(f"{row_id} ({len(rows)} rows: {' | '.join(described)})")
+                else:
+                    examples.append(f"{row_id} ({described[0]})" if described else row_id)
             lines.append(f"    failing ids: {'; '.join(examples)}")
     lacking = [uri for files in report.missing_columns.values() for uri in files]
     dates = report.failed_dates(event_time_column)

@@ -34,6 +34,28 @@ class NoDataError(PermanentError, RuntimeError):
     """No landed batch in the requested window."""
 
 
+class UnreadableBatchError(PermanentError):
+    """A landed file is not readable Parquet (random bytes, a broken footer...).
+
+    Attributes:
+        model: The model spec's name.
+        files: ``{uri: why}`` of every unreadable file in the window.
+    """
+
+    def __init__(self, model: str, files: dict[str, str]) -> None:
+        self.model = model
+        self.files = files
+        listed = "; ".join(f"{uri}: {why}" for uri, why in files.items())
+        super().__init__(
+            f"{len(files)} landed file(s) of {model!r} are not readable Parquet: {listed}. Nothing was "
+            "validated or frozen. Replace or remove the file(s) and re-run validation (clear the task "
+            "in Airflow); the validation report on the run lists them."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.model, self.files))
+
+
 def landing_root(spec: ModelSpec) -> str:
     """``<data root>/landing/<model>``."""
     return storage.data_uri("landing", spec.name)
@@ -78,6 +100,7 @@ def load_window(spec: ModelSpec, end_day: dt.date, days: int | None = None) -> p
 
     Raises:
         NoDataError: no file lands in the window (the message names the model, window and root).
+        UnreadableBatchError: a file in the window is not readable Parquet (every such file named).
         ValueError: ``days`` < 1.
     """
     import pandas as pd
@@ -97,7 +120,15 @@ def load_window(spec: ModelSpec, end_day: dt.date, days: int | None = None) -> p
             "another end day."
         )
 
-    frames = [storage.read_parquet(uri) for _, uri in files]
+    frames = []
+    unreadable: dict[str, str] = {}
+    for _, uri in files:
+        try:
+            frames.append(storage.read_parquet(uri))
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            unreadable[uri] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    if unreadable:
+        raise UnreadableBatchError(spec.name, unreadable)
     everywhere = set.intersection(*(set(f.columns) for f in frames))
     seen: dict[str, None] = {}
     for frame in frames:

@@ -231,3 +231,36 @@ def test_report_renders_markdown_and_json(churn: ModelSpec, churn_window: pd.Dat
     assert payload["success"] is False
     assert payload["failed"][0]["sample_ids"] == check.sample_ids
     assert ValidationReport.model_validate(payload) == report
+
+
+def test_a_window_with_one_class_fails_with_a_sentence(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    one_class = churn_window.assign(churned=0)
+    report = validate_batch(churn, one_class)
+    assert not report.success
+    check = _only(report, "expect_column_distinct_values_to_contain_set", "churned")
+    assert "labels present: [0]" in check.detail and "[1] have no rows" in check.detail
+    mean = _only(report, "expect_column_mean_to_be_between", "churned")
+    assert "share of label 1 is 0;" in mean.detail and "min_class_share" in mean.detail
+    with pytest.raises(DataValidationError, match="have no rows in the window"):
+        validate_or_raise(churn, one_class)
+
+
+def test_a_rare_class_below_its_share_fails(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    rare = churn_window.assign(churned=0)
+    rare.loc[rare.index[:2], "churned"] = 1  # 2 of 800 rows: 0.25% < 1%
+    report = validate_batch(churn, rare)
+    assert [c.expectation for c in report.failed] == ["expect_column_mean_to_be_between"], report.markdown()
+
+
+def test_duplicate_ids_show_the_rows_that_share_each_id(churn: ModelSpec, churn_window: pd.DataFrame) -> None:
+    bad = corrupt(churn_window, churn, ["duplicate_ids"], seed=1)
+    report = validate_batch(churn, bad)
+    check = _only(report, "expect_column_values_to_be_unique", "customer_id")
+    for row_id in check.sample_ids:
+        sharing = [r for r in check.sample_rows if str(r["customer_id"]) == row_id]
+        assert len(sharing) == int((bad["customer_id"].astype(str) == row_id).sum()) >= 2, row_id
+    assert all(str(r["customer_id"]) in check.sample_ids for r in check.sample_rows)
+    with pytest.raises(DataValidationError) as err:
+        validate_or_raise(churn, bad)
+    first = check.sample_ids[0]
+    assert f"{first} (2 rows: date=" in str(err.value), str(err.value)
