@@ -13,6 +13,13 @@ ifdef PROFILE
 export CONVEYOR_PROFILE := $(PROFILE)
 endif
 
+
+.PHONY: browser
+# Debian's Chromium and its driver, for the browser tests (as root; skipped when already there)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 .PHONY: setup demo test test-e2e test-unit test-integration lint format down up status bench clean lock
 
 setup: $(VENV)/.installed
@@ -50,7 +57,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: setup lint
+test: setup lint browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-e2e: setup

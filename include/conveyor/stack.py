@@ -315,6 +315,23 @@ def read_airflow_password(paths: StackPaths, username: str = AIRFLOW_USERNAME) -
     return str(value) if value else None
 
 
+def ensure_airflow_password(paths: StackPaths, username: str = AIRFLOW_USERNAME) -> str:
+    """The admin's password in the simple auth manager's password file (0600), made here if missing.
+
+    Airflow's simple auth manager generates missing passwords itself and prints them into its log
+    (``logs/airflow.log``, readable by anyone who can read the logs); a password already in the file
+    is used as it is and never printed.
+    """
+    try:
+        passwords = json.loads(paths.airflow_password_file.read_text() or "{}")
+    except (FileNotFoundError, json.JSONDecodeError):
+        passwords = {}
+    if not passwords.get(username):
+        passwords[username] = secrets.token_urlsafe(18)
+    _write_private(paths.airflow_password_file, json.dumps(passwords) + "\n")
+    return str(passwords[username])
+
+
 def _info(paths: StackPaths, state: StackState, **extra: Any) -> StackInfo:
     return StackInfo(
         home=paths.home,
@@ -464,6 +481,8 @@ def conveyor_env(settings: Settings, state: StackState) -> dict[str, str]:
         "CONVEYOR_AIRFLOW_PORT": str(state.ports.airflow),
         "CONVEYOR_MLFLOW_PORT": str(state.ports.mlflow),
         "CONVEYOR_MODEL_SERVER_PORT": str(state.ports.model_server),
+        # Every alias writer (tasks on any worker, the CLI) must take the same lock.
+        "CONVEYOR_REGISTRY_LOCK_URL": settings.registry_lock_url,
     }
 
 
@@ -1046,6 +1065,9 @@ def migrate_airflow_db(settings: Settings, state: StackState, paths: StackPaths,
 def _prepare_home(settings: Settings, paths: StackPaths) -> None:
     for folder in (paths.logs_dir, paths.airflow_plugins, paths.mlflow_artifacts):
         folder.mkdir(parents=True, exist_ok=True)
+    for folder in (paths.home, paths.logs_dir, paths.airflow_home):
+        folder.chmod(0o700)  # secrets and logs of one user's stack
+    ensure_airflow_password(paths)
     parsed = urlparse(settings.data_root)
     if parsed.scheme in ("", "file"):
         Path(parsed.path).mkdir(parents=True, exist_ok=True)

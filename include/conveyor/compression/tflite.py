@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.config import ModelSpec
+from conveyor.errors import PermanentError
 from conveyor.training.base import (
     GOLDEN_ROWS_FILE,
     REFERENCE_FILE,
@@ -27,7 +28,7 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_tflite.py")
 TFLITE_FILE = "model.tflite"
 
 
-class CompressionError(RuntimeError):
+class CompressionError(PermanentError, RuntimeError):
     """A compressed variant could not be built from the trained model."""
 
 

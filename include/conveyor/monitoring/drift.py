@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from conveyor.errors import PermanentError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class DriftError(ValueError):
+class DriftError(PermanentError, ValueError):
     """Drift cannot be computed on these frames (missing feature columns, no rows)."""
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -250,24 +249,16 @@ def store_side_tracking_uri(client: MlflowClient) -> Iterator[None]:
     MLflow's SQL registry store resolves ``models:/<model_id>`` sources with a *global*
     ``MlflowClient()`` (see ``SqlAlchemyStore.create_model_version``). With a tracking server that
     runs server-side and nothing is needed; with a direct database URI it would look in the wrong
-    store. Only then does this pin the global URI, and it restores it (and ``MLFLOW_TRACKING_URI``)
-    exactly afterwards.
+    store. Only then does this pin the global URI, and it restores it exactly afterwards (the
+    environment is never touched).
     """
     import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from conveyor.registry.session import MlflowSession
 
     uri = client.tracking_uri
     if not is_direct_store_uri(uri) or mlflow.get_tracking_uri() == uri:
         yield
         return
-    saved_uri = tracking_utils._tracking_uri
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
+    with MlflowSession(uri).fluent():
         yield
-    finally:
-        mlflow.set_tracking_uri(saved_uri)  # type: ignore[arg-type]  # None resets to the default
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env

@@ -15,12 +15,16 @@ from typing import Any
 
 import httpx
 
+from conveyor.errors import ConveyorError, PermanentError
 from conveyor.serving.schemas import ModelStatus, PromoteResult, ReloadResult, StageReport
 
-__all__ = ["ModelServerClient", "ModelServerError"]
+__all__ = ["ModelServerClient", "ModelServerError", "ModelServerRefused"]
+
+#: 4xx answers that may succeed when asked again (timeout, too early, rate limited).
+RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
-class ModelServerError(Exception):
+class ModelServerError(ConveyorError):
     """The server answered with an error (or could not be reached: ``status`` 0).
 
     Attributes:
@@ -36,6 +40,17 @@ class ModelServerError(Exception):
         self.status = status
         self.body = body
         self.message = message
+
+
+class ModelServerRefused(ModelServerError, PermanentError):
+    """A 4xx the same request will get again (bad input, unknown model, bad token): do not retry."""
+
+
+def server_error(status: int, body: Any) -> ModelServerError:
+    """The error for an answer with ``status``: :class:`ModelServerRefused` for a 4xx no retry can fix."""
+    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        return ModelServerRefused(status, body)
+    return ModelServerError(status, body)
 
 
 class ModelServerClient:
@@ -201,7 +216,7 @@ class ModelServerClient:
                 body: Any = response.json()
             except ValueError:
                 body = response.text
-            raise ModelServerError(response.status_code, body)
+            raise server_error(response.status_code, body)
         return response
 
 

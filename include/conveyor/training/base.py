@@ -78,11 +78,11 @@ class TrainingDivergedError(PermanentError, TrainingError):
         )
 
 
-class FeatureSchemaError(ValueError):
+class FeatureSchemaError(PermanentError, ValueError):
     """A frame does not carry the spec's features or target in a usable form."""
 
 
-class PredictionContractError(RuntimeError):
+class PredictionContractError(PermanentError, RuntimeError):
     """A model's predictions do not follow the model-artifact contract."""
 
 
@@ -312,20 +312,17 @@ def mlflow_client() -> MlflowClient:
 def tracking_scope() -> Iterator[None]:
     """Point MLflow's fluent API at :func:`tracking_uri` for the duration of the block.
 
-    When the process has not chosen a URI, the configured one is set for the block only (MLflow
-    also writes it to ``MLFLOW_TRACKING_URI``) and unset afterwards, so code running later in the
-    same process sees MLflow exactly as it was.
+    When the process has not chosen a URI, the configured one is set for the block only (through
+    :class:`conveyor.registry.session.MlflowSession`, so not in ``os.environ``) and unset afterwards,
+    so code running later in the same process sees MLflow exactly as it was.
     """
-    import mlflow
+    from conveyor.registry.session import MlflowSession
 
     if _tracking_uri_is_set():
         yield
         return
-    mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
-    try:
+    with MlflowSession(get_settings().mlflow_tracking_uri).fluent():
         yield
-    finally:
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None restores "not set"
 
 
 @contextmanager

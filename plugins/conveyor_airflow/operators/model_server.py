@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     from conveyor.serving.schemas import StageReport
     from conveyor_airflow.hooks.model_server import ModelServerHook
 
-# Client errors that a retry cannot fix (a bad request, unknown model, refused promotion); 408/429
-# and 5xx/unreachable (status 0) are worth Airflow's retries.
-_RETRYABLE_4XX = frozenset({408, 425, 429})
-
 
 class ModelServerDeployOperator(BaseOperator):
     """Stage a version on the model server, check it, swap it in, and verify the server serves it.
@@ -78,7 +74,7 @@ class ModelServerDeployOperator(BaseOperator):
         """Stage, check, promote and verify; see the class docstring."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from conveyor.serving.client import ModelServerError
+        from conveyor.serving.client import ModelServerRefused
 
         name, version = str(self.model_name), str(self.version)
         client = self.hook.get_conn()
@@ -98,10 +94,8 @@ class ModelServerDeployOperator(BaseOperator):
             promoted = client.promote(name, version)
             self.log.info("%s: v%s now serves (was v%s)", name, promoted.version, promoted.previous_version)
             self._wait_until_serving(client, name, version)
-        except ModelServerError as err:
-            if 400 <= err.status < 500 and err.status not in _RETRYABLE_4XX:
-                raise AirflowFailException(f"model server refused {name} v{version}: {err}") from err
-            raise
+        except ModelServerRefused as err:
+            raise AirflowFailException(f"model server refused {name} v{version}: {err}") from err
         finally:
             client.close()
         return {**summary, "previous_version": promoted.previous_version, "changed": promoted.changed}

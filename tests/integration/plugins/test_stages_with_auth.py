@@ -53,14 +53,46 @@ def test_stages_register_through_basic_auth_with_the_hooks_credentials(
     why = str(refused.value)
     assert "401" in why or "Unauthorized" in why or "UNAUTHENTICATED" in why, why
 
+    # While a stage logs (MLflow's fluent API included) the task's environment never holds the
+    # password: a subprocess or an environment dump of the task would otherwise leak it.
+    import os
+
+    import mlflow.pyfunc
+
+    environments: list[dict[str, str]] = []
+    log_model = mlflow.pyfunc.log_model
+
+    def watched_log_model(*args: object, **kwargs: object) -> object:
+        environments.append(dict(os.environ))
+        return log_model(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow.pyfunc, "log_model", watched_log_model)
     v = pipeline.validate_data("breast_cancer", **ids, tracking_uri=uri, window_end=END.isoformat())
     t = pipeline.train("breast_cancer", validated=v, tracking_uri=uri)
     g = pipeline.evaluate_gate("breast_cancer", validated=v, trained=t, tracking_uri=uri)
     assert g["register"], g
+    p = pipeline.promote("breast_cancer", decision=g, triggered_by=ADMIN_USER)
     c = pipeline.compress("breast_cancer", validated=v, trained=t, tracking_uri=uri)
     r = pipeline.register(
-        "breast_cancer", validated=v, trained=t, decision=g, compressed=c, tracking_uri=uri, params={}, **ids
+        "breast_cancer",
+        validated=v,
+        trained=t,
+        decision=g,
+        compressed=c,
+        tracking_uri=uri,
+        params={},
+        promotion=p,
+        **ids,
     )
+    assert environments, "the trainer logged no model through the fluent API"
+    for env in [*environments, dict(os.environ)]:
+        # (AIRFLOW_CONN_MLFLOW_STAGES is this test's stand-in for the connection in Airflow's DB)
+        leaked = [
+            k
+            for k, value in env.items()
+            if (ADMIN_PASSWORD in value or secret in value) and k != "AIRFLOW_CONN_MLFLOW_STAGES"
+        ]
+        assert not leaked, leaked
 
     client = hook.get_conn()
     version = client.get_model_version(spec.registered_model_name, r["version"])

@@ -49,6 +49,11 @@ def test_up_reports_urls_credentials_and_time(running: tuple[Settings, stack.Sta
     paths = stack.StackPaths(settings.home)
     assert paths.state_file.stat().st_mode & 0o077 == 0
     assert paths.conf_file.stat().st_mode & 0o077 == 0
+    # the admin password lives in a 0600 file only: no log line carries it
+    assert paths.airflow_password_file.stat().st_mode & 0o077 == 0
+    assert paths.home.stat().st_mode & 0o077 == 0 and paths.logs_dir.stat().st_mode & 0o077 == 0
+    for log in paths.logs_dir.glob("*.log"):
+        assert str(info.airflow_password) not in log.read_text(errors="replace"), log
 
 
 def test_every_component_answers_its_health_check(running: tuple[Settings, stack.StackInfo]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from conveyor.serving.client import ModelServerError
+from conveyor.serving.client import ModelServerError, server_error
 from conveyor.serving.schemas import PromoteResult, StageReport
 from conveyor_airflow.operators.model_server import ModelServerDeployOperator
 from conveyor_airflow.operators.registry import MlflowSetModelAliasOperator, actor_from_context
@@ -180,12 +180,40 @@ def test_deploy_fails_over_to_retry_when_the_server_never_reports_the_version(
     assert not isinstance(failure.value, AirflowFailException)  # transient: Airflow may retry
 
 
-@pytest.mark.parametrize(("status", "fails_hard"), [(409, True), (404, True), (503, False), (0, False)])
+@pytest.mark.parametrize(
+    ("status", "fails_hard"), [(409, True), (404, True), (422, True), (429, False), (503, False), (0, False)]
+)
 def test_deploy_maps_server_errors(status: int, fails_hard: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     class Refusing(FakeServer):
         def promote(self, name: str, version: str) -> PromoteResult:
-            raise ModelServerError(status, {"error": "nope"})
+            raise server_error(status, {"error": "nope"})
 
     with pytest.raises((AirflowFailException, ModelServerError)) as failure:
         _deploy(Refusing(_report()), monkeypatch).execute({})
     assert isinstance(failure.value, AirflowFailException) is fails_hard
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "conveyor.training.base:FeatureSchemaError",
+        "conveyor.training.base:PredictionContractError",
+        "conveyor.compression.tflite:CompressionError",
+        "conveyor.monitoring.drift:DriftError",
+        "conveyor.evaluation.promotion:RegistrationRefused",
+        "conveyor.pipeline:RunParamsError",
+    ],
+)
+def test_deterministic_domain_errors_fail_the_task_without_retry(error: str) -> None:
+    import importlib
+
+    from conveyor_airflow.stage import run_stage
+
+    module, name = error.split(":")
+    cls = getattr(importlib.import_module(module), name)
+
+    def stage() -> dict:
+        raise cls("the same input fails the same way")
+
+    with pytest.raises(AirflowFailException, match="the same input fails the same way"):
+        run_stage(stage)

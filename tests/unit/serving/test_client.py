@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from conveyor.errors import PermanentError
 from conveyor.serving.client import ModelServerClient, ModelServerError
 from conveyor.serving.schemas import StageReport
 
@@ -40,6 +41,7 @@ def test_errors_carry_status_and_the_server_message(client: ModelServerClient) -
     with pytest.raises(ModelServerError) as excinfo:
         client.predict("tiny", [{"x1": "high", "x2": 1.0, "color": "red"}])
     assert excinfo.value.status == 422
+    assert isinstance(excinfo.value, PermanentError)  # the same request fails the same way: no retry
     assert "column 'x1' row 0" in excinfo.value.message
     assert excinfo.value.body["detail"][0]["column"] == "x1"
     with pytest.raises(ModelServerError) as excinfo:
@@ -68,6 +70,7 @@ def test_unreachable_server_is_a_model_server_error() -> None:
     with pytest.raises(ModelServerError) as excinfo:
         client.models()
     assert excinfo.value.status == 0 and "cannot reach" in str(excinfo.value)
+    assert not isinstance(excinfo.value, PermanentError)  # worth a retry
 
 
 def test_client_import_is_light() -> None:

@@ -167,3 +167,19 @@ def test_down_purge_of_a_home_that_never_existed_creates_nothing(tmp_path: Path)
     report = stack.down(settings, purge=True)
     assert not report.was_running
     assert not (tmp_path / "never").exists()
+
+
+def test_the_airflow_admin_password_is_made_private_before_airflow_starts(tmp_path: Path) -> None:
+    import json as _json
+
+    from conveyor.stack import StackPaths, ensure_airflow_password
+
+    paths = StackPaths(tmp_path)
+    paths.airflow_home.mkdir(parents=True)
+    paths.airflow_password_file.write_text('{"admin": ""}\n')
+    paths.airflow_password_file.chmod(0o644)  # as an older stack left it
+    password = ensure_airflow_password(paths)
+    assert len(password) >= 20
+    assert paths.airflow_password_file.stat().st_mode & 0o777 == 0o600
+    assert _json.loads(paths.airflow_password_file.read_text()) == {"admin": password}
+    assert ensure_airflow_password(paths) == password  # kept across restarts
