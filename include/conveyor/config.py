@@ -54,6 +54,11 @@ class DataSpec(_Frozen):
     positive_label: int = 1
     #: Each class must hold at least this share of a window's rows (a one-class window fails validation).
     min_class_share: float = Field(default=0.01, ge=0, lt=0.5)
+    #: Severity of a contract check when it fails: ``block`` fails validation (the default for every
+    #: check but ``empty_day`` and ``extra_columns``, which ``warn``: reported, the run goes on).
+    #: Keys: ``empty_day``, ``extra_columns``, ``event_time_in_partition``, a GX expectation type
+    #: (``expect_column_values_to_be_between``) or ``<expectation type>:<column>``.
+    severities: dict[str, Literal["block", "warn"]] = Field(default_factory=dict)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.config import ModelSpec
-from conveyor.data.landing import MISSING_COLUMNS_ATTR, SOURCES_ATTR
+from conveyor.data.landing import MISSING_COLUMNS_ATTR, PARTITIONS_ATTR, SOURCES_ATTR
 from conveyor.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ RANGE_MOSTLY = 1.0
 #: Failing rows (ids and full rows) kept per failed check.
 SAMPLE_SIZE = 5
 _PARTIAL_UNEXPECTED = 20
+#: Checks that only warn unless the spec says otherwise (``data.severities``).
+DEFAULT_SEVERITIES: dict[str, str] = {"empty_day": "warn", "extra_columns": "warn"}
 
 
 class FailedCheck(BaseModel):
@@ -72,6 +74,7 @@ class FailedCheck(BaseModel):
     unexpected_count: int | None = None
     sample_ids: list[str] = Field(default_factory=list)
     sample_rows: list[dict[str, Any]] = Field(default_factory=list)
+    severity: str = "block"
 
 
 class ValidationReport(BaseModel):
@@ -84,6 +87,9 @@ class ValidationReport(BaseModel):
     evaluated: int
     rows: int
     failed: list[FailedCheck] = Field(default_factory=list)
+    warnings: list[FailedCheck] = Field(
+        default_factory=list, description="failed checks whose severity is warn: reported, not blocking"
+    )
     statistics: dict[str, Any] = Field(default_factory=dict)
     dates: list[str] = Field(default_factory=list, description="distinct event dates in the batch")
     sources: list[str] = Field(default_factory=list, description="landing files the batch was read from")
@@ -114,6 +120,11 @@ class ValidationReport(BaseModel):
                     f"| `{check.expectation}` | {_md(check.column or '(table)')} | {count} "
                     f"| {_md(check.detail)} | {_md(', '.join(check.sample_ids))} |"
                 )
+        if self.warnings:
+            lines += ["", "Warnings (severity `warn`: reported, the run goes on):", ""]
+            lines += [
+                f"- `{w.expectation}` {_md(w.column or '(table)')}: {_md(w.detail)}" for w in self.warnings
+            ]
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:
@@ -272,6 +283,12 @@ def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
         if not r.success
     ]
     failed.sort(key=lambda c: order.get(_key(c.expectation, c.column), len(order)))
+    failed += landing_checks(spec, df)
+    graded = [c.model_copy(update={"severity": severity_of(spec, c)}) for c in failed]
+    failed = [c for c in graded if c.severity == "block"]
+    warnings = [c for c in graded if c.severity == "warn"]
+    for warning in warnings:
+        log.warning("data contract warning for %s: %s: %s", spec.name, warning.expectation, warning.detail)
 
     dates: list[str] = []
     time_column = spec.data.event_time_column
@@ -283,10 +300,11 @@ def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
     report = ValidationReport(
         model=spec.name,
         id_column=id_column,
-        success=bool(outcome.success) and not failed,
-        evaluated=len(outcome.results),
+        success=not failed,
+        evaluated=len(outcome.results) + len(LANDING_CHECKS),
         rows=len(df),
         failed=failed,
+        warnings=warnings,
         statistics=_jsonable(dict(outcome.statistics)),
         dates=dates,
         sources=list(df.attrs.get(SOURCES_ATTR, [])),
@@ -306,6 +324,77 @@ def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
         time.perf_counter() - started,
     )
     return report
+
+
+#: The checks of how batches landed (beyond GX's per-column expectations).
+LANDING_CHECKS = ("empty_day", "extra_columns", "event_time_in_partition")
+
+
+def severity_of(spec: ModelSpec, check: FailedCheck) -> str:
+    """``block`` or ``warn``: the spec's ``data.severities`` by ``type:column``, then type, then default."""
+    severities = spec.data.severities
+    if check.column is not None and f"{check.expectation}:{check.column}" in severities:
+        return severities[f"{check.expectation}:{check.column}"]
+    return severities.get(check.expectation, DEFAULT_SEVERITIES.get(check.expectation, "block"))
+
+
+def landing_checks(spec: ModelSpec, df: pd.DataFrame) -> list[FailedCheck]:
+    """How the window landed: empty daily files, columns the spec does not know, event times that
+    fall outside the ``date=`` partition they landed in (they would move the snapshot's window)."""
+    failed: list[FailedCheck] = []
+    partitions = df.attrs.get(PARTITIONS_ATTR) or []
+    empty = [f"{uri} (date={day})" for uri, day, rows in partitions if rows == 0]
+    if empty:
+        failed.append(
+            FailedCheck(
+                expectation="empty_day",
+                detail=f"{len(empty)} landed file(s) have the right columns but no rows: {', '.join(empty)}",
+                unexpected_count=len(empty),
+            )
+        )
+    extra = [str(c) for c in df.columns if c not in spec.columns]
+    if extra:
+        failed.append(
+            FailedCheck(
+                expectation="extra_columns",
+                detail=f"columns the spec does not declare: {extra}; they are not used for training",
+            )
+        )
+    time_column = spec.data.event_time_column
+    if partitions and time_column in df.columns and len(df):
+        check = _partition_check(spec, df, partitions)
+        if check is not None:
+            failed.append(check)
+    return failed
+
+
+def _partition_check(spec: ModelSpec, df: pd.DataFrame, partitions: list[Any]) -> FailedCheck | None:
+    import numpy as np
+    import pandas as pd
+
+    days = np.repeat([day for _, day, _ in partitions], [rows for _, _, rows in partitions])
+    if len(days) != len(df):  # the frame was filtered after loading: positions no longer line up
+        return None
+    event_days = pd.to_datetime(df[spec.data.event_time_column], errors="coerce").dt.strftime("%Y-%m-%d")
+    outside = (event_days.notna() & (event_days.to_numpy() != days)).to_numpy()
+    if not outside.any():
+        return None
+    rows = df[outside].head(SAMPLE_SIZE)
+    id_column = spec.data.id_column
+    ids = [str(v) for v in rows[id_column]] if id_column in df.columns else []
+    where = sorted({str(d) for d in days[outside]})
+    return FailedCheck(
+        expectation="event_time_in_partition",
+        column=spec.data.event_time_column,
+        detail=(
+            f"{int(outside.sum()):,} of {len(df):,} rows have a {spec.data.event_time_column} outside the "
+            f"date= partition they landed in (partitions {', '.join(where[:5])}), e.g. "
+            f"{', '.join(str(v)[:10] for v in rows[spec.data.event_time_column])}"
+        ),
+        unexpected_count=int(outside.sum()),
+        sample_ids=ids,
+        sample_rows=[_row(r) for r in rows.to_dict(orient="records")],
+    )
 
 
 def unreadable_report(spec: ModelSpec, files: dict[str, str]) -> ValidationReport:

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 SOURCES_ATTR = "conveyor.sources"
 #: ``DataFrame.attrs`` key: ``{column: [URIs of the files that lack it]}`` for columns some files lack.
 MISSING_COLUMNS_ATTR = "conveyor.missing_columns"
+#: ``DataFrame.attrs`` key: ``[[uri, partition day (ISO), row count], ...]`` in row order, so the
+#: contract can check each row's event time against the ``date=`` folder it landed in.
+PARTITIONS_ATTR = "conveyor.partitions"
 
 _DATE_DIR = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
 
@@ -146,6 +149,9 @@ def load_window(spec: ModelSpec, end_day: dt.date, days: int | None = None) -> p
     window = pd.concat([f[ordered] for f in frames], ignore_index=True)
     window.attrs[SOURCES_ATTR] = [uri for _, uri in files]
     window.attrs[MISSING_COLUMNS_ATTR] = missing
+    window.attrs[PARTITIONS_ATTR] = [
+        [uri, day.isoformat(), len(frame)] for (day, uri), frame in zip(files, frames, strict=True)
+    ]
     log.info(
         "loaded %d rows for %s from %d files in %s..%s (root %s)",
         len(window),

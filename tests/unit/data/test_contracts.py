@@ -12,6 +12,7 @@ import pytest
 
 from conveyor.config import ModelSpec
 from conveyor.data.contracts import (
+    LANDING_CHECKS,
     DataValidationError,
     FailedCheck,
     ValidationReport,
@@ -69,7 +70,7 @@ def test_good_churn_window_passes(churn: ModelSpec, churn_window: pd.DataFrame) 
     report = validate_or_raise(churn, churn_window)
 
     assert report.success and report.failed == []
-    assert report.evaluated == len(build_suite(churn).expectations)
+    assert report.evaluated == len(build_suite(churn).expectations) + len(LANDING_CHECKS)
     assert report.rows == 800 and report.dates == ["2024-05-06", "2024-05-07"]
     assert "passed" in report.markdown()
 
@@ -264,3 +265,38 @@ def test_duplicate_ids_show_the_rows_that_share_each_id(churn: ModelSpec, churn_
         validate_or_raise(churn, bad)
     first = check.sample_ids[0]
     assert f"{first} (2 rows: date=" in str(err.value), str(err.value)
+
+
+def test_an_empty_day_and_extra_columns_are_reported_as_warnings(churn: ModelSpec, data_root: Path) -> None:
+    land_demo_data(churn, days=3, end_day=END_DAY, rows_per_day=300)
+    empty = generate_churn(churn, 300, END_DAY, seed=5).iloc[:0]
+    empty_uri = land_batch(churn, empty, END_DAY + dt.timedelta(days=1))
+    window = load_window(churn, END_DAY + dt.timedelta(days=1), days=4)
+    report = validate_or_raise(churn, window)  # warnings do not block
+    (warning,) = report.warnings
+    assert warning.expectation == "empty_day" and empty_uri in warning.detail and warning.severity == "warn"
+    assert "Warnings" in report.markdown() and empty_uri in report.markdown()
+
+    wider = load_window(churn, END_DAY, days=3).assign(coupon_code="X1")
+    extra = validate_batch(churn, wider)
+    assert extra.success and [w.expectation for w in extra.warnings] == ["extra_columns"]
+    assert "coupon_code" in extra.warnings[0].detail
+    strict = churn.model_copy(
+        update={"data": churn.data.model_copy(update={"severities": {"extra_columns": "block"}})}
+    )
+    blocked = validate_batch(strict, wider)
+    assert not blocked.success and [c.expectation for c in blocked.failed] == ["extra_columns"]
+
+
+def test_an_event_time_outside_its_partition_fails_naming_the_rows(churn: ModelSpec, data_root: Path) -> None:
+    land_demo_data(churn, days=2, end_day=END_DAY - dt.timedelta(days=1), rows_per_day=300)
+    late = generate_churn(churn, 300, END_DAY, seed=7)
+    late.loc[late.index[:3], "event_date"] = dt.date(2031, 6, 15)
+    land_batch(churn, late, END_DAY)
+    window = load_window(churn, END_DAY, days=3)
+    with pytest.raises(DataValidationError) as failure:
+        validate_or_raise(churn, window)
+    check = _only(failure.value.report, "event_time_in_partition", "event_date")
+    assert check.unexpected_count == 3 and check.severity == "block"
+    assert set(check.sample_ids) == {str(v) for v in late["customer_id"].iloc[:3]}
+    assert END_DAY.isoformat() in check.detail and "2031-06-15" in check.detail
