@@ -166,7 +166,10 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         await_approval = ApprovalOperator(
             task_id="await_approval",
             subject=f"Promote the new {spec_name} challenger?",
-            body="{{ ti.xcom_pull(task_ids='evaluate_gate')['reasons'] | join('\n') }}",
+            body=(
+                "{{ ti.xcom_pull(task_ids='evaluate_gate')['reasons'] | join('\n') }}\n\n"
+                "Gate report: {{ ti.xcom_pull(task_ids='evaluate_gate')['report_url'] }}"
+            ),
             # a plain timedelta: Airflow 3.3 ships it to the supervisor, which cannot encode pendulum's
             response_timeout=timedelta(days=2),
         )

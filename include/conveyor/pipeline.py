@@ -190,7 +190,11 @@ def evaluate_gate(
     with _session(tracking_uri).fluent() as client:
         decision = evaluate(client, spec, trained["model_uri"], eval_df)
         write_gate_report(client, validated["run_id"], decision)
+        report_url = mlflow_run_url(
+            tracking_uri, client.get_run(validated["run_id"]).info.experiment_id, validated["run_id"]
+        )
     forced = bool(force) and decision.action not in ("register", "dry_run")
+    log.info("gate report (JSON, Markdown, plots) on the MLflow run: %s", report_url)
     for reason in decision.reasons:
         log.info("gate: %s", reason)
     if forced:
@@ -202,9 +206,23 @@ def evaluate_gate(
             "await_approval": decision.action == "await_approval" and not forced,
             "forced": forced,
             "justification": (justification or "").strip() or None if forced else None,
+            "report_url": report_url,
         }
     )
     return out
+
+
+def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of a run (credentials stripped), or ``runs:/<id>`` for a non-HTTP store."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return f"runs:/{run_id}"
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    base = urlunsplit(parts._replace(netloc=netloc, query="", fragment="")).rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def promote(

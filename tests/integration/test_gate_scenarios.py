@@ -15,6 +15,7 @@ override and the approval each add one version.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -186,6 +187,10 @@ def test_dry_run_evaluates_and_reports_but_registers_nothing(env: dict[str, Any]
     assert_not_promoted(env, run_id, run, got)
     assert registry(env) == before
     assert gate_run_tags(env, run_id)["conveyor.gate"] == "dry_run"
+    # the gate task's log links the report's MLflow run (no credentials in it)
+    log_text = env["af"].task_log(TRAIN, run_id, "evaluate_gate", 1)
+    url = re.search(r"MLflow run: (http://\S+/#/experiments/\d+/runs/\w+)", log_text)
+    assert url is not None and "@" not in url.group(1), log_text[-2000:]
 
 
 def test_dry_run_with_force_still_registers_nothing(env: dict[str, Any]) -> None:
@@ -264,7 +269,8 @@ def _await_approval(env: dict[str, Any]) -> str:
     # task, which is marked up_for_retry and asks again (seen here with an immediate answer).
     time.sleep(5)
     detail = af.hitl_detail(TRAIN, run_id, "await_approval")
-    assert (detail["options"] == ["Approve", "Reject"] and "gate" in detail["subject"].lower()) or detail
+    assert detail["options"] == ["Approve", "Reject"] and detail["subject"].startswith("Promote"), detail
+    assert "Gate report: http://" in (detail.get("body") or ""), detail
     return run_id
 
 

@@ -220,3 +220,13 @@ def test_an_unreadable_parquet_file_fails_once_naming_it(tracking_uri: str) -> N
     assert report["success"] is False and report["sources"] == [broken]
     assert report["failed"][0]["expectation"] == "readable_parquet"
     assert client.search_registered_models() == []
+
+
+def test_the_gate_report_url_is_the_mlflow_run_page_without_credentials() -> None:
+    from conveyor.pipeline import mlflow_run_url
+
+    assert (
+        mlflow_run_url("http://ci:s3cret@127.0.0.1:5000/", "7", "abc123")
+        == "http://127.0.0.1:5000/#/experiments/7/runs/abc123"
+    )
+    assert mlflow_run_url("sqlite:///tmp/mlflow.db", "7", "abc123") == "runs:/abc123"
