@@ -169,6 +169,26 @@ def _in_set(kw: dict[str, Any]) -> Evaluate:
     return evaluate
 
 
+def _distinct_contain_set(kw: dict[str, Any]) -> Evaluate:
+    column, wanted = kw["column"], list(kw["value_set"])
+
+    def evaluate(df: pd.DataFrame) -> tuple[bool, int | None]:
+        present = set(df[column].dropna().tolist())
+        return all(v in present for v in wanted), None
+
+    return evaluate
+
+
+def _mean_between(kw: dict[str, Any]) -> Evaluate:
+    column, low, high = kw["column"], kw.get("min_value"), kw.get("max_value")
+
+    def evaluate(df: pd.DataFrame) -> tuple[bool, int | None]:
+        mean = float(df[column].dropna().mean())
+        return (low is None or mean >= low) and (high is None or mean <= high), None
+
+    return evaluate
+
+
 #: The pandas equivalent of each expectation type Conveyor's suites use.
 PANDAS_EQUIVALENTS: dict[str, Callable[[dict[str, Any]], Evaluate]] = {
     "expect_column_to_exist": _column_exists,
@@ -178,6 +198,8 @@ PANDAS_EQUIVALENTS: dict[str, Callable[[dict[str, Any]], Evaluate]] = {
     "expect_column_values_to_be_in_type_list": _in_type_list,
     "expect_column_values_to_be_between": _between,
     "expect_column_values_to_be_in_set": _in_set,
+    "expect_column_distinct_values_to_contain_set": _distinct_contain_set,
+    "expect_column_mean_to_be_between": _mean_between,
 }
 
 
