@@ -106,7 +106,7 @@ def validate_data(
     from conveyor.data.contracts import unreadable_report, validate_batch
     from conveyor.data.landing import UnreadableBatchError, load_window
     from conveyor.data.snapshot import freeze_snapshot
-    from conveyor.registry.tracking import get_or_create_run, log_json_artifact, log_text_artifact
+    from conveyor.registry.tracking import get_or_create_run
 
     spec = load_spec(model)
     client = _session(tracking_uri).client()
@@ -115,17 +115,12 @@ def validate_data(
     try:
         df = load_window(spec, end, days)
     except UnreadableBatchError as exc:
-        report = unreadable_report(spec, exc.files)
-        client.set_tag(run_id, "conveyor.validation", "failed")
-        log_json_artifact(client, run_id, json.loads(report.to_json()), "validation/report.json")
-        log_text_artifact(client, run_id, report.markdown(), "validation/report.md")
+        _log_validation(client, run_id, unreadable_report(spec, exc.files))
         raise
     report = validate_batch(spec, df)
     client.log_metric(run_id, "validation_rows", float(len(df)))
     client.log_metric(run_id, "validation_failed_checks", float(len(report.failed)))
-    client.set_tag(run_id, "conveyor.validation", "passed" if report.success else "failed")
-    log_json_artifact(client, run_id, json.loads(report.to_json()), "validation/report.json")
-    log_text_artifact(client, run_id, report.markdown(), "validation/report.md")
+    _log_validation(client, run_id, report)
     if not report.success:
         from conveyor.data.contracts import DataValidationError
 
@@ -145,6 +140,15 @@ def validate_data(
         "rows": len(df),
         "checks": report.evaluated,
     }
+
+
+def _log_validation(client: Any, run_id: str, report: Any) -> None:
+    """The verdict tag and the report (JSON + Markdown) on the DAG run's MLflow run."""
+    from conveyor.registry.tracking import log_json_artifact, log_text_artifact
+
+    client.set_tag(run_id, "conveyor.validation", "passed" if report.success else "failed")
+    log_json_artifact(client, run_id, json.loads(report.to_json()), "validation/report.json")
+    log_text_artifact(client, run_id, report.markdown(), "validation/report.md")
 
 
 def _snapshot(validated: dict[str, Any]) -> tuple[Any, Any]:
