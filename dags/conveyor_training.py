@@ -6,6 +6,7 @@ One DAG per model spec in `include/specs/*.yaml` (`conveyor_train_<model>`).
 | task | what it does |
 |---|---|
 | `validate_data` | loads the data window from the landing area, runs the model's Great Expectations contract, freezes a train/eval snapshot (fingerprinted). A bad batch fails here, naming the failing checks and rows. |
+| `data_changed` | ends the run here, green, when the window is exactly the rows the current `champion` was trained on ("unchanged data"; every later task is skipped), unless `force_retrain`. |
 | `train` | trains the spec's trainer (Keras 3 MLP or scikit-learn Pipeline) and logs it to MLflow with signature, input example, golden rows and pinned requirements. |
 | `evaluate_gate` | scores challenger and current `champion` on the same frozen eval snapshot; floors, minimum improvement, paired bootstrap, cold-start rule. |
 | `gate` | branches: `promote` when the gate let the challenger through (or an override with a justification); `await_approval` (Airflow's HITL approval, gate mode `require_approval`, passing challengers only) → `promote` once a person approves; else `not_promoted` (nothing is compressed or registered). |
@@ -90,6 +91,13 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
                 title="Compression methods",
                 description="Empty = the spec's compression.methods.",
             ),
+            "force_retrain": Param(
+                False,
+                type="boolean",
+                title="Retrain even if the data is unchanged",
+                description="Without it a window whose rows are exactly the champion's training data ends "
+                "the run early as 'unchanged data'.",
+            ),
             "force": Param(
                 False,
                 type="boolean",
@@ -125,7 +133,14 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
                 window_days=run["params"]["window_days"] or None,
                 force=run["params"]["force"],
                 justification=run["params"].get("justification"),
+                force_retrain=run["params"].get("force_retrain", False),
             )
+
+        # An unchanged window skips every task after this one (a short circuit ignores their trigger
+        # rules), so the run ends green without training, gating or registering.
+        @task.short_circuit
+        def data_changed(validated: dict) -> bool:
+            return not validated["unchanged"]
 
         @task(pool="conveyor_training")
         def train(validated: dict) -> dict:
@@ -227,6 +242,7 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
         validated = validate_data()
         trained = train(validated)
+        data_changed(validated) >> trained
         decision = evaluate_gate(validated, trained)
         branch = gate(decision)
         promoted = promote(decision)

@@ -16,13 +16,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: ``Settings.specs_dir``'s environment variable and default (``include/specs`` of this checkout).
 SPECS_DIR_ENV = "CONVEYOR_SPECS_DIR"
 DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[2] / "include" / "specs"
 #: libyaml's loader when PyYAML was built with it (several times faster than the pure-Python one).
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: The contract checks whose failing rows can be told apart, so ``data.severities`` may set them to
+#: ``quarantine`` (set those rows aside, go on with the rest). Every other check is about the batch as a
+#: whole (row count, class presence and shares, empty days, extra columns, the label mix).
+QUARANTINABLE_CHECKS: tuple[str, ...] = (
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_unique",
+    "expect_column_values_to_be_in_type_list",
+    "expect_column_values_to_be_between",
+    "expect_column_values_to_be_in_set",
+    "event_time_in_partition",
+)
 
 
 class _Frozen(BaseModel):
@@ -55,11 +66,34 @@ class DataSpec(_Frozen):
     #: Each class must hold at least this share of a window's rows (a one-class window fails validation).
     min_class_share: float = Field(default=0.01, ge=0, lt=0.5)
     #: Severity of a contract check when it fails: ``block`` fails validation (the default for every
-    #: check but ``empty_day`` and ``extra_columns``, which ``warn``: reported, the run goes on).
-    #: Keys: ``empty_day``, ``extra_columns``, ``event_time_in_partition``, a GX expectation type
-    #: (``expect_column_values_to_be_between``) or ``<expectation type>:<column>``.
-    severities: dict[str, Literal["block", "warn"]] = Field(default_factory=dict)
+    #: check but ``empty_day``, ``extra_columns`` and ``label_mix``, which ``warn``: reported, the run
+    #: goes on); ``quarantine`` sets the failing rows aside and goes on with the rest, for the row-level
+    #: checks of :data:`QUARANTINABLE_CHECKS` only.
+    #: Keys: ``empty_day``, ``extra_columns``, ``event_time_in_partition``, ``label_mix``,
+    #: ``quarantine_share``, a GX expectation type (``expect_column_values_to_be_between``) or
+    #: ``<expectation type>:<column>``.
+    severities: dict[str, Literal["block", "warn", "quarantine"]] = Field(default_factory=dict)
+    #: A batch that would lose more than this share of its rows to quarantine fails validation
+    #: (check ``quarantine_share``): that many bad rows is a broken feed, not a few bad records.
+    max_quarantine_share: float = Field(default=0.05, ge=0, lt=1)
+    #: The ``label_mix`` check fails when a class's share of the window moved by more than this
+    #: (absolute difference) from the reference mix (the champion's training window).
+    max_label_shift: float = Field(default=0.2, gt=0, le=1)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+    @field_validator("severities")
+    @classmethod
+    def _only_row_checks_quarantine(cls, severities: dict[str, str]) -> dict[str, str]:
+        for key, severity in severities.items():
+            check = key.split(":", 1)[0]
+            if severity == "quarantine" and check not in QUARANTINABLE_CHECKS:
+                raise ValueError(
+                    f"data.severities[{key!r}] is 'quarantine', but {check!r} is not a row-level check: "
+                    "its failing rows cannot be set aside. Only these checks (optionally as "
+                    f"'<check>:<column>') can be quarantined: {', '.join(QUARANTINABLE_CHECKS)}; "
+                    "use 'block' or 'warn' for it"
+                )
+        return severities
 
 
 class TrainerSpec(_Frozen):
@@ -68,12 +102,53 @@ class TrainerSpec(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class SliceColumn(_Frozen):
+    """One column to slice the evaluation snapshot by: each category, or numeric buckets.
+
+    ``bins`` are bucket edges for a numeric feature (``[0, 12, 24, 120]`` gives ``[0, 12)``,
+    ``[12, 24)`` and ``[24, 120]``); a categorical feature is sliced by its values and takes no bins.
+    """
+
+    column: str
+    bins: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _bins_ascend(self) -> SliceColumn:
+        if self.bins is not None and (
+            len(self.bins) < 2 or any(b <= a for a, b in zip(self.bins, self.bins[1:], strict=False))
+        ):
+            raise ValueError(f"slice {self.column!r}: bins must be at least two strictly ascending edges")
+        return self
+
+
+class SliceSpec(_Frozen):
+    """Per-slice floors: every slice with at least ``min_rows`` rows must meet each floor.
+
+    Slices with fewer rows are reported, not judged (too few rows to tell noise from a regression).
+    """
+
+    columns: tuple[SliceColumn, ...] = ()
+    floors: dict[str, float] = Field(default_factory=dict)
+    min_rows: int = Field(default=30, ge=1)
+
+
 class GateSpec(_Frozen):
-    """Champion/challenger rule: absolute floors, then a minimum improvement on ``primary_metric``."""
+    """Champion/challenger rule: absolute floors, per-slice floors, then the paired test.
+
+    ``min_improvement`` is what the challenger must gain over the champion on ``primary_metric``,
+    judged on the lower bound of the paired confidence interval (``decide_on: ci_lower_bound``, the
+    default: a challenger better by noise is not promoted) or on the point estimate
+    (``decide_on: point_estimate``). A negative value is a non-inferiority margin: the challenger may
+    be at most that much worse, at ``confidence``.
+    """
 
     primary_metric: Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"] = "roc_auc"
     floors: dict[str, float] = Field(default_factory=dict)
     min_improvement: float = 0.0
+    decide_on: Literal["ci_lower_bound", "point_estimate"] = "ci_lower_bound"
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    n_boot: int = Field(default=1000, ge=100)
+    slices: SliceSpec = SliceSpec()
     cold_start: Literal["floors_only", "reject"] = "floors_only"
     mode: Literal["enforce", "dry_run", "require_approval"] = "enforce"
 
@@ -123,6 +198,22 @@ class ModelSpec(_Frozen):
         reserved = {self.data.id_column, self.data.event_time_column, self.data.target}
         if reserved & set(names):
             raise ValueError(f"spec {self.name!r}: id/time/target columns cannot be features")
+        numeric = {f.name for f in self.numeric_features}
+        for sliced in self.gate.slices.columns:
+            if sliced.column not in names:
+                raise ValueError(
+                    f"spec {self.name!r}: gate.slices column {sliced.column!r} is not a feature; "
+                    f"slice by one of {names}"
+                )
+            if sliced.column in numeric and sliced.bins is None:
+                raise ValueError(
+                    f"spec {self.name!r}: numeric slice column {sliced.column!r} needs bins (bucket edges)"
+                )
+            if sliced.column not in numeric and sliced.bins is not None:
+                raise ValueError(
+                    f"spec {self.name!r}: categorical slice column {sliced.column!r} is sliced by its "
+                    "categories and takes no bins"
+                )
         return self
 
     @property

@@ -12,19 +12,22 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from conveyor.config import ModelSpec, load_spec
 from conveyor.errors import PermanentError
 from conveyor.evaluation.promotion import SCHEDULER_ACTOR
 from conveyor.registry.session import MlflowSession
+from conveyor.registry.tracking import DATA_FINGERPRINT_TAG, OUTCOME_TAG
 from conveyor.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+#: The ``conveyor.outcome`` of a run that ended early because its data is the champion's.
+UNCHANGED_DATA = "unchanged_data"
 
 
 def _session(tracking_uri: str) -> MlflowSession:
@@ -94,8 +97,13 @@ def validate_data(
     window_days: int | None = None,
     force: bool = False,
     justification: str | None = None,
+    force_retrain: bool = False,
 ) -> dict[str, Any]:
     """Load the data window, run the data contract, freeze a fingerprinted train/eval snapshot.
+
+    When the window's fingerprint equals the one the current ``champion`` was trained on, nothing is
+    frozen and the result says ``unchanged``: the DAG ends there (retraining on the same rows gives
+    the same model), unless ``force_retrain``.
 
     Raises:
         RunParamsError: the run's params are malformed (see :func:`check_run_params`); nothing ran.
@@ -105,7 +113,7 @@ def validate_data(
     end = check_run_params(model, window_end=window_end, force=force, justification=justification)
     from conveyor.data.contracts import unreadable_report, validate_batch
     from conveyor.data.landing import UnreadableBatchError, load_window
-    from conveyor.data.snapshot import freeze_snapshot
+    from conveyor.data.snapshot import fingerprint, freeze_snapshot
     from conveyor.registry.tracking import get_or_create_run
 
     spec = load_spec(model)
@@ -125,21 +133,57 @@ def validate_data(
         from conveyor.data.contracts import DataValidationError
 
         raise DataValidationError(report)
-    snapshot = freeze_snapshot(spec, df, run_key=_run_key(dag_run_id))
-    client.set_tag(run_id, "conveyor.data_fingerprint", snapshot.fingerprint)
     client.log_param(run_id, "window_end", window_end)
     client.log_param(run_id, "window_days", days)
+    window_fingerprint = fingerprint(df)
+    unchanged = _champion_trained_on(client, spec, window_fingerprint)
+    if unchanged is not None and not force_retrain:
+        client.set_tag(run_id, DATA_FINGERPRINT_TAG, window_fingerprint)
+        client.set_tag(run_id, OUTCOME_TAG, UNCHANGED_DATA)
+        log.warning(
+            "%s: unchanged data: the window %s..%s (%d rows, fingerprint %s) is the one champion v%s was "
+            "trained on; ending without training. Trigger with force_retrain to train anyway.",
+            model,
+            end - timedelta(days=days - 1),
+            end,
+            len(df),
+            window_fingerprint,
+            unchanged,
+        )
+        return {
+            "run_id": run_id,
+            "dag_run_id": dag_run_id,
+            "unchanged": True,
+            "champion_version": unchanged,
+            "fingerprint": window_fingerprint,
+            "rows": len(df),
+            "checks": report.evaluated,
+        }
+    snapshot = freeze_snapshot(spec, df, run_key=_run_key(dag_run_id))
+    client.set_tag(run_id, DATA_FINGERPRINT_TAG, snapshot.fingerprint)
     log.info(
         "validated %s rows of %s (%s..%s): fingerprint %s", len(df), model, end, days, snapshot.fingerprint
     )
     return {
         "run_id": run_id,
         "dag_run_id": dag_run_id,
+        "unchanged": False,
         "snapshot": snapshot.model_dump(mode="json"),
         "fingerprint": snapshot.fingerprint,
         "rows": len(df),
         "checks": report.evaluated,
     }
+
+
+def _champion_trained_on(client: Any, spec: ModelSpec, data_fingerprint: str) -> str | None:
+    """The ``champion`` version when it was trained on exactly these rows, else ``None``."""
+    from conveyor.registry.aliases import get_alias_version
+
+    version = get_alias_version(client, spec.registered_model_name, CHAMPION)
+    if version is None:
+        return None
+    tags = client.get_model_version(spec.registered_model_name, version).tags
+    return version if tags.get(DATA_FINGERPRINT_TAG) == data_fingerprint else None
 
 
 def _log_validation(client: Any, run_id: str, report: Any) -> None:
@@ -192,8 +236,9 @@ def evaluate_gate(
         spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"mode": mode})})
     _, eval_df = _snapshot(validated)
     with _session(tracking_uri).fluent() as client:
-        decision = evaluate(client, spec, trained["model_uri"], eval_df)
-        write_gate_report(client, validated["run_id"], decision)
+        evaluation = evaluate(client, spec, trained["model_uri"], eval_df)
+        write_gate_report(client, validated["run_id"], evaluation)
+        decision = evaluation.decision
         report_url = mlflow_run_url(
             tracking_uri, client.get_run(validated["run_id"]).info.experiment_id, validated["run_id"]
         )

@@ -66,6 +66,7 @@ def test_training_dag_structure(dagbag) -> None:  # type: ignore[no-untyped-def]
     ids = {t.task_id for t in dag.tasks}
     assert ids == {
         "validate_data",
+        "data_changed",
         "train",
         "evaluate_gate",
         "gate",
@@ -80,6 +81,10 @@ def test_training_dag_structure(dagbag) -> None:  # type: ignore[no-untyped-def]
     rule = {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule) for t in dag.tasks}
     assert "train" in down["validate_data"]
     assert "evaluate_gate" in down["train"]
+    # unchanged data ends the run: the short circuit gates train and skips everything after it
+    # whatever their trigger rules (promote's would otherwise run on validate's success)
+    assert up["train"] == {"validate_data", "data_changed"} and up["data_changed"] == {"validate_data"}
+    assert dag.get_task("data_changed").ignore_downstream_trigger_rules is True
     assert down["gate"] == {"promote", "await_approval", "not_promoted"}
     # A rejection skips the approval's direct downstream only: that must be promote, and promote
     # the only way into compress and register.
@@ -103,6 +108,7 @@ def test_training_dag_structure(dagbag) -> None:  # type: ignore[no-untyped-def]
         "compression",
         "force",
         "justification",
+        "force_retrain",
     }
     assert "0 2 * * *" in repr(dag.timetable) or "0 2 * * *" in str(dag.timetable.__dict__)
 

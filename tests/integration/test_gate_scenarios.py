@@ -110,15 +110,20 @@ def env(stack: tuple[Settings, Any, Path]) -> Iterator[dict[str, Any]]:
 
 
 @contextmanager
-def impossible_floor(specs: Path) -> Iterator[None]:
-    """``gatebc`` with a floor no challenger meets, for the duration of the block."""
+def edited_gate(specs: Path, **gate: Any) -> Iterator[None]:
+    """``gatebc`` with these gate fields, for the duration of the block."""
     path = specs / f"{MODEL}.yaml"
     original = path.read_text()
-    _write_spec(specs, MODEL, REGISTERED, floors=IMPOSSIBLE)
+    _write_spec(specs, MODEL, REGISTERED, **gate)
     try:
         yield
     finally:
         path.write_text(original)
+
+
+def impossible_floor(specs: Path) -> Any:
+    """``gatebc`` with a floor no challenger meets, for the duration of the block."""
+    return edited_gate(specs, floors=IMPOSSIBLE)
 
 
 def registry(env: dict[str, Any], registered: str = REGISTERED) -> dict[str, Any]:
@@ -141,8 +146,9 @@ def registry(env: dict[str, Any], registered: str = REGISTERED) -> dict[str, Any
 
 
 def run_dag(env: dict[str, Any], conf: dict[str, Any], dag_id: str = TRAIN) -> tuple[str, dict, dict]:
+    """One DAG run on today's window; it retrains on the same rows unless ``conf`` says otherwise."""
     af = env["af"]
-    run_id = af.trigger(dag_id, conf={"window_end": env["today"], **conf})
+    run_id = af.trigger(dag_id, conf={"window_end": env["today"], "force_retrain": True, **conf})
     run = af.wait_for_run(dag_id, run_id, timeout=900)
     return run_id, run, states(af, dag_id, run_id)
 
@@ -179,6 +185,45 @@ def test_seed_a_passing_challenger_is_registered_and_deployed(env: dict[str, Any
     version = env["mlflow"].get_model_version(REGISTERED, "1")
     assert version.tags["conveyor.promotion"] == "gate"
     assert version.tags["conveyor.promoted_by"] == env["user"] == version.tags["conveyor.triggered_by"]
+
+
+def test_unchanged_data_ends_the_run_before_training(env: dict[str, Any]) -> None:
+    before = registry(env)
+    run_id, run, got = run_dag(env, {"gate_mode": "enforce", "force_retrain": False})
+    assert run["state"] == "success", (got, failure_logs(env["af"], TRAIN, run_id))
+    assert got["validate_data"] == "success" and got["data_changed"] == "success", got
+    skipped = {t: s for t, s in got.items() if t not in ("validate_data", "data_changed")}
+    assert set(skipped.values()) == {"skipped"}, got  # train, the gate, promote, compress, register
+    assert registry(env) == before
+    mlflow = env["mlflow"]
+    experiment = mlflow.get_experiment_by_name(f"conveyor/{MODEL}")
+    (mlrun,) = mlflow.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`conveyor.dag_run_id` = '{run_id}'"
+    )
+    assert mlrun.data.tags["conveyor.outcome"] == "unchanged_data"
+    log = env["af"].task_log(TRAIN, run_id, "validate_data", 1)
+    assert "unchanged data" in log and "force_retrain" in log, log[-2000:]
+
+
+def test_a_slice_below_its_floor_blocks_promotion_and_is_named(env: dict[str, Any]) -> None:
+    before = registry(env)
+    slices = {"columns": [{"column": "mean_radius", "bins": [0, 14, 50]}], "floors": {"accuracy": 1.01}}
+    with edited_gate(env["specs"], slices=slices):
+        run_id, run, got = run_dag(env, {"gate_mode": "enforce"})
+    assert_not_promoted(env, run_id, run, got)
+    assert registry(env) == before
+    log = env["af"].task_log(TRAIN, run_id, "not_promoted", 1)
+    assert "slice:mean_radius∈[0, 14):accuracy" in log, log[-2000:]
+    assert "floor:roc_auc" not in log.split("failing:")[-1].split(";")[0], log[-2000:]
+    mlflow = env["mlflow"]
+    tags = gate_run_tags(env, run_id)
+    assert tags["conveyor.gate"] == "reject"
+    experiment = mlflow.get_experiment_by_name(f"conveyor/{MODEL}")
+    (mlrun,) = mlflow.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`conveyor.dag_run_id` = '{run_id}'"
+    )
+    figures = {a.path for a in mlflow.list_artifacts(mlrun.info.run_id, "gate")}
+    assert {"gate/roc.png", "gate/confusion.png", "gate/slices.png", "gate/importance.png"} <= figures
 
 
 def test_dry_run_evaluates_and_reports_but_registers_nothing(env: dict[str, Any]) -> None:

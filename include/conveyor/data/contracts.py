@@ -6,6 +6,14 @@ DataFrame in an ephemeral GX context and returns a small, JSON-able :class:`Vali
 failed checks name the offending rows by id. :func:`validate_or_raise` turns a failure into a
 :class:`DataValidationError` that says what to fix and where.
 
+Each check has a severity (``spec.data.severities``): ``block`` fails validation, ``warn`` is reported
+and the run goes on, and ``quarantine`` (row-level checks only) sets the failing rows aside:
+:func:`quarantine_rows` splits a validated frame into the clean rows and the quarantined ones (each
+with the reasons it failed), :func:`write_quarantine` stores the latter under the data root. A batch
+that would lose more than ``data.max_quarantine_share`` of its rows fails (check ``quarantine_share``).
+:func:`label_mix_check` compares the window's label shares with a reference mix (the champion's
+training window, see :func:`label_mix`).
+
 An expectation GX cannot evaluate (its column is missing, or holds strings where numbers belong)
 comes back from GX as an exception; it is reported here as a failed check with a readable detail, never
 raised.
@@ -17,11 +25,14 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from conveyor.config import ModelSpec
+from conveyor.config import QUARANTINABLE_CHECKS, ModelSpec
+from conveyor.data import storage
 from conveyor.data.landing import MISSING_COLUMNS_ATTR, PARTITIONS_ATTR, SOURCES_ATTR
 from conveyor.errors import PermanentError
 
@@ -60,7 +71,9 @@ RANGE_MOSTLY = 1.0
 SAMPLE_SIZE = 5
 _PARTIAL_UNEXPECTED = 20
 #: Checks that only warn unless the spec says otherwise (``data.severities``).
-DEFAULT_SEVERITIES: dict[str, str] = {"empty_day": "warn", "extra_columns": "warn"}
+DEFAULT_SEVERITIES: dict[str, str] = {"empty_day": "warn", "extra_columns": "warn", "label_mix": "warn"}
+#: The column of a quarantined frame that says why each row was set aside (``"; "`` between reasons).
+QUARANTINE_REASON_COLUMN = "conveyor_quarantine_reason"
 
 
 class FailedCheck(BaseModel):
@@ -75,6 +88,9 @@ class FailedCheck(BaseModel):
     sample_ids: list[str] = Field(default_factory=list)
     sample_rows: list[dict[str, Any]] = Field(default_factory=list)
     severity: str = "block"
+    quarantined_rows: int | None = Field(
+        default=None, description="rows set aside by this check (severity quarantine only)"
+    )
 
 
 class ValidationReport(BaseModel):
@@ -89,6 +105,13 @@ class ValidationReport(BaseModel):
     failed: list[FailedCheck] = Field(default_factory=list)
     warnings: list[FailedCheck] = Field(
         default_factory=list, description="failed checks whose severity is warn: reported, not blocking"
+    )
+    quarantined: list[FailedCheck] = Field(
+        default_factory=list,
+        description="failed checks whose severity is quarantine: their rows are set aside, not blocking",
+    )
+    quarantined_rows: int = Field(
+        default=0, description="distinct rows the quarantined checks set aside (a row may fail several)"
     )
     statistics: dict[str, Any] = Field(default_factory=dict)
     dates: list[str] = Field(default_factory=list, description="distinct event dates in the batch")
@@ -125,6 +148,27 @@ class ValidationReport(BaseModel):
             lines += [
                 f"- `{w.expectation}` {_md(w.column or '(table)')}: {_md(w.detail)}" for w in self.warnings
             ]
+        if self.quarantined:
+            share = self.quarantined_rows / self.rows if self.rows else 0.0
+            lines += [
+                "",
+                f"Quarantined (severity `quarantine`: {self.quarantined_rows:,} of {self.rows:,} rows "
+                f"({share:.2%}) "
+                + (
+                    "set aside, the run goes on with the rest):"
+                    if self.success
+                    else "would be set aside, but the contract failed):"
+                ),
+                "",
+                "| check | column | quarantined rows | detail | sample ids |",
+                "|---|---|---:|---|---|",
+            ]
+            for check in self.quarantined:
+                lines.append(
+                    f"| `{check.expectation}` | {_md(check.column or '(table)')} "
+                    f"| {check.quarantined_rows or 0:,} | {_md(check.detail)} "
+                    f"| {_md(', '.join(check.sample_ids))} |"
+                )
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:
@@ -226,12 +270,35 @@ def _quiet_context() -> Any:
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
+def validate_batch(
+    spec: ModelSpec, df: pd.DataFrame, *, reference_label_mix: Mapping[str, float] | None = None
+) -> ValidationReport:
     """Run ``spec``'s contract on ``df`` and summarise the result.
 
     Failing rows are named by ``spec.data.id_column`` (up to :data:`SAMPLE_SIZE` ids and full rows per
     check). Never raises for bad data: a missing or mistyped column shows up as failed checks.
+
+    Checks whose severity is ``quarantine`` go to ``report.quarantined`` with the number of rows each
+    sets aside (``quarantined_rows``), and do not fail the report; the rows are split off with
+    :func:`quarantine_rows`. When rows are quarantined, the batch fails check ``quarantine_share`` if
+    they are more than ``data.max_quarantine_share`` of it, and the contract runs again on the clean
+    rows: a check that then fails (too few rows left, a class gone) fails the report, with a detail
+    starting "after quarantining". A check of quarantine severity whose rows cannot be told apart (its
+    column is missing, or of a non-numeric dtype as a whole) blocks.
+
+    Args:
+        spec: the model.
+        df: the batch or window, as loaded (``df.attrs`` from :func:`~conveyor.data.landing.load_window`
+            enable the landing checks).
+        reference_label_mix: the label shares of a reference window (:func:`label_mix` of the
+            champion's training window); adds the ``label_mix`` check. ``None``: no such check.
     """
+    return _validate(spec, df, reference_label_mix, recheck_clean=True)
+
+
+def _validate(
+    spec: ModelSpec, df: pd.DataFrame, reference_label_mix: Mapping[str, float] | None, *, recheck_clean: bool
+) -> ValidationReport:
     started = time.perf_counter()
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     id_column = spec.data.id_column
@@ -284,11 +351,40 @@ def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
     ]
     failed.sort(key=lambda c: order.get(_key(c.expectation, c.column), len(order)))
     failed += landing_checks(spec, df)
+    mix = label_mix_check(spec, df, reference_label_mix)
+    if mix is not None:
+        failed.append(mix)
     graded = [c.model_copy(update={"severity": severity_of(spec, c)}) for c in failed]
     failed = [c for c in graded if c.severity == "block"]
     warnings = [c for c in graded if c.severity == "warn"]
+    to_quarantine = [c for c in graded if c.severity == "quarantine"]
+    masks = _quarantine_masks(spec, df, to_quarantine)
+    quarantined, unidentified = _count_quarantined(to_quarantine, masks)
+    failed += unidentified
+    quarantined_rows = 0
+    if quarantined:
+        union = _union(masks, len(df))
+        quarantined_rows = int(union.sum())
+        share = _quarantine_share_check(spec, quarantined, quarantined_rows, len(df))
+        if share is not None:
+            share = share.model_copy(update={"severity": severity_of(spec, share)})
+            (failed if share.severity == "block" else warnings).append(share)
+        if recheck_clean and quarantined_rows and not failed:
+            clean = _split(spec, df, masks, union)[0]
+            after = _validate(spec, clean, reference_label_mix, recheck_clean=False)
+            # A quarantined check failing again on the clean rows would be a bug here: it blocks.
+            failed += _after_quarantine(after.failed + after.quarantined, failed, quarantined_rows, "block")
+            warnings += _after_quarantine(after.warnings, warnings, quarantined_rows, "warn")
     for warning in warnings:
         log.warning("data contract warning for %s: %s: %s", spec.name, warning.expectation, warning.detail)
+    for check in quarantined:
+        log.warning(
+            "data contract for %s quarantines %d rows: %s: %s",
+            spec.name,
+            check.quarantined_rows or 0,
+            check.expectation,
+            check.detail,
+        )
 
     dates: list[str] = []
     time_column = spec.data.event_time_column
@@ -301,10 +397,12 @@ def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
         model=spec.name,
         id_column=id_column,
         success=not failed,
-        evaluated=len(outcome.results) + len(LANDING_CHECKS),
+        evaluated=len(outcome.results) + len(LANDING_CHECKS) + bool(reference_label_mix) + bool(quarantined),
         rows=len(df),
         failed=failed,
         warnings=warnings,
+        quarantined=quarantined,
+        quarantined_rows=quarantined_rows,
         statistics=_jsonable(dict(outcome.statistics)),
         dates=dates,
         sources=list(df.attrs.get(SOURCES_ATTR, [])),
@@ -315,15 +413,35 @@ def validate_batch(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
         },
     )
     log.info(
-        "data contract for %s on %d rows: %s (%d of %d checks failed) in %.2fs",
+        "data contract for %s on %d rows%s: %s (%d of %d checks failed, %d rows quarantined) in %.2fs",
         spec.name,
         len(df),
+        "" if recheck_clean else " (after quarantine)",
         "passed" if report.success else "FAILED",
         len(failed),
         report.evaluated,
+        quarantined_rows,
         time.perf_counter() - started,
     )
     return report
+
+
+def _after_quarantine(
+    found: list[FailedCheck], known: list[FailedCheck], quarantined_rows: int, severity: str
+) -> list[FailedCheck]:
+    """The checks of the clean rows' report not already in ``known``, their detail saying so."""
+    seen = {_key(c.expectation, c.column) for c in known}
+    return [
+        c.model_copy(
+            update={
+                "detail": f"after quarantining {quarantined_rows:,} rows: {c.detail}",
+                "severity": severity,
+                "quarantined_rows": None,
+            }
+        )
+        for c in found
+        if _key(c.expectation, c.column) not in seen
+    ]
 
 
 #: The checks of how batches landed (beyond GX's per-column expectations).
@@ -331,7 +449,8 @@ LANDING_CHECKS = ("empty_day", "extra_columns", "event_time_in_partition")
 
 
 def severity_of(spec: ModelSpec, check: FailedCheck) -> str:
-    """``block`` or ``warn``: the spec's ``data.severities`` by ``type:column``, then type, then default."""
+    """``block``, ``warn`` or ``quarantine``: the spec's ``data.severities`` by ``type:column``, then
+    type, then the default (:data:`DEFAULT_SEVERITIES`, else ``block``)."""
     severities = spec.data.severities
     if check.column is not None and f"{check.expectation}:{check.column}" in severities:
         return severities[f"{check.expectation}:{check.column}"]
@@ -362,21 +481,34 @@ def landing_checks(spec: ModelSpec, df: pd.DataFrame) -> list[FailedCheck]:
         )
     time_column = spec.data.event_time_column
     if partitions and time_column in df.columns and len(df):
-        check = _partition_check(spec, df, partitions)
+        check = _partition_check(spec, df)
         if check is not None:
             failed.append(check)
     return failed
 
 
-def _partition_check(spec: ModelSpec, df: pd.DataFrame, partitions: list[Any]) -> FailedCheck | None:
+def _outside_partition(spec: ModelSpec, df: pd.DataFrame) -> tuple[Any, Any] | None:
+    """``(outside, days)``: which rows' event date differs from their ``date=`` partition's, and each
+    row's partition day; ``None`` when the frame carries no partitions that line up with its rows."""
     import numpy as np
     import pandas as pd
 
+    partitions = df.attrs.get(PARTITIONS_ATTR) or []
+    if not partitions or spec.data.event_time_column not in df.columns:
+        return None
     days = np.repeat([day for _, day, _ in partitions], [rows for _, _, rows in partitions])
     if len(days) != len(df):  # the frame was filtered after loading: positions no longer line up
         return None
     event_days = pd.to_datetime(df[spec.data.event_time_column], errors="coerce").dt.strftime("%Y-%m-%d")
     outside = (event_days.notna() & (event_days.to_numpy() != days)).to_numpy()
+    return outside, days
+
+
+def _partition_check(spec: ModelSpec, df: pd.DataFrame) -> FailedCheck | None:
+    found = _outside_partition(spec, df)
+    if found is None:
+        return None
+    outside, days = found
     if not outside.any():
         return None
     rows = df[outside].head(SAMPLE_SIZE)
@@ -397,6 +529,395 @@ def _partition_check(spec: ModelSpec, df: pd.DataFrame, partitions: list[Any]) -
     )
 
 
+# --- quarantine: set the failing rows of row-level checks aside ---------------------------------------
+
+#: The reasons of each failing row of one check, computed only when asked (``quarantine_rows``).
+_Reasons = Callable[[], list[str]]
+
+
+@dataclass(frozen=True, eq=False)
+class Quarantine:
+    """A validated frame split by :func:`quarantine_rows`.
+
+    Attributes:
+        clean: the rows no quarantined check failed on, in their original order and with their index
+            (``df.attrs`` kept, its partition row counts updated); what the run goes on with.
+        quarantined: the rows set aside, in their original order and with their index, plus the column
+            :data:`QUARANTINE_REASON_COLUMN` (``"<check>:<column>: why"``, ``"; "`` between the reasons of a
+            row that failed several checks).
+        counts: ``{"<check>:<column>": rows}`` per quarantined check (a row may count in several).
+    """
+
+    clean: pd.DataFrame
+    quarantined: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Distinct rows set aside."""
+        return len(self.quarantined)
+
+
+def _check_name(check: FailedCheck) -> str:
+    return check.expectation if check.column is None else f"{check.expectation}:{check.column}"
+
+
+def _suite_kwargs(spec: ModelSpec) -> dict[tuple[str, str | None], dict[str, Any]]:
+    return {
+        _key(e.expectation_type, getattr(e, "column", None)): dict(e.configuration.kwargs)
+        for e in build_suite(spec).expectations
+    }
+
+
+def _scalar_types(type_list: list[str]) -> tuple[type, ...]:
+    """The Python/numpy scalar types an ``object`` column's values may have for ``type_list`` (GX's
+    ``column_values.in_type_list`` map metric: numpy scalar types and the builtin ``int``/``float``)."""
+    import contextlib
+
+    import numpy as np
+
+    found: list[type] = []
+    for name in type_list:
+        with contextlib.suppress(TypeError):  # pandas extension names (Float64) have no numpy scalar
+            found.append(np.dtype(name).type)
+        found.extend({"int": (int,), "float": (float,)}.get(name.lower(), ()))
+    return tuple(found)
+
+
+def _bools(values: Any) -> Any:
+    """A plain numpy bool array (nullable booleans' NA as False)."""
+    import numpy as np
+
+    if hasattr(values, "fillna"):
+        values = values.fillna(False)
+    return np.asarray(values, dtype=bool)
+
+
+def _row_failures(
+    spec: ModelSpec, df: pd.DataFrame, check: FailedCheck, kwargs: dict[str, Any]
+) -> tuple[Any, _Reasons] | None:
+    """``(mask, reasons)``: which rows of ``df`` fail ``check`` (computed here in pandas, the way GX
+    counts them: nulls only fail the null check), and a function giving each failing row's reason.
+    ``None`` when the failure is not one of rows (its column is missing, or its dtype is wrong as a
+    whole) or the check is not a row-level one."""
+    import numpy as np
+    import pandas as pd
+
+    name = _check_name(check)
+    expectation, column = check.expectation, check.column
+    if expectation == "event_time_in_partition":
+        found = _outside_partition(spec, df)
+        if found is None:
+            return None
+        outside, days = found
+        times = df[spec.data.event_time_column]
+
+        def partition_reasons() -> list[str]:
+            return [
+                f"{name}: {str(_jsonable(t))[:10]} lies outside its partition date={day}"
+                for t, day in zip(times[outside], days[outside], strict=True)
+            ]
+
+        return outside, partition_reasons
+    if expectation not in QUARANTINABLE_CHECKS or column is None or column not in df.columns:
+        return None
+    values = df[column]
+
+    def why(mask: Any, text: Callable[[Any], str]) -> tuple[Any, _Reasons]:
+        return mask, lambda: [f"{name}: {text(v)}" for v in values[mask]]
+
+    if expectation == "expect_column_values_to_not_be_null":
+        return why(_bools(values.isna()), lambda _: "value is null")
+    if expectation == "expect_column_values_to_be_unique":
+        mask = _bools(values.notna() & values.duplicated(keep=False))
+        shared = values[mask].value_counts()
+        return why(mask, lambda v: f"id {_jsonable(v)!r} is shared by {int(shared[v])} rows")
+    if expectation in ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_between"):
+        if values.dtype == object:
+            allowed = _scalar_types(list(kwargs.get("type_list") or NUMERIC_TYPES))
+            is_number = _bools(values.map(lambda v: isinstance(v, allowed)))
+            not_number = _bools(values.notna()) & ~is_number
+            numbers = pd.to_numeric(values.where(is_number), errors="coerce")
+        elif pd.api.types.is_numeric_dtype(values.dtype):
+            not_number = np.zeros(len(values), dtype=bool)
+            numbers = values
+        else:  # a whole column of strings, dates...: its dtype is the problem, not some rows
+            return None
+        if expectation == "expect_column_values_to_be_in_type_list":
+            if not not_number.any():
+                return None  # it failed on the dtype alone (a numeric dtype not in the list)
+            return why(not_number, lambda v: f"{_jsonable(v)!r} ({type(v).__name__}) is not a number")
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        outside = np.zeros(len(values), dtype=bool)
+        if low is not None:
+            outside |= _bools(numbers < low)
+        if high is not None:
+            outside |= _bools(numbers > high)
+
+        mask = outside | not_number
+
+        def between_reasons() -> list[str]:
+            return [
+                f"{name}: {_jsonable(v)!r} "
+                f"{'cannot be compared with' if wrong else 'is outside'} [{low}, {high}]"
+                for v, wrong in zip(values[mask], not_number[mask], strict=True)
+            ]
+
+        return mask, between_reasons
+    if expectation == "expect_column_values_to_be_in_set":
+        allowed_values = list(kwargs.get("value_set") or [])
+        mask = _bools(values.notna() & ~values.isin(allowed_values))
+        return why(mask, lambda v: f"{_jsonable(v)!r} is not in {allowed_values}")
+    return None
+
+
+def _quarantine_masks(
+    spec: ModelSpec, df: pd.DataFrame, checks: list[FailedCheck]
+) -> list[tuple[FailedCheck, Any, _Reasons]]:
+    """The failing rows of each quarantined check that has identifiable ones."""
+    kwargs = _suite_kwargs(spec) if checks else {}
+    found = []
+    for check in checks:
+        rows = _row_failures(spec, df, check, kwargs.get(_key(check.expectation, check.column), {}))
+        if rows is not None:
+            found.append((check, *rows))
+    return found
+
+
+def _count_quarantined(
+    checks: list[FailedCheck], masks: list[tuple[FailedCheck, Any, _Reasons]]
+) -> tuple[list[FailedCheck], list[FailedCheck]]:
+    """``(quarantined, blocking)``: the checks of quarantine severity with their ``quarantined_rows``,
+    and those whose failing rows cannot be told apart (they block, saying why)."""
+    found = {id(check): mask for check, mask, _ in masks}
+    quarantined, blocking = [], []
+    for check in checks:
+        mask = found.get(id(check))
+        if mask is None or not mask.any():
+            blocking.append(
+                check.model_copy(
+                    update={
+                        "severity": "block",
+                        "detail": f"{check.detail} (severity quarantine, but the failure is not one of "
+                        "rows that can be set aside: it blocks)",
+                    }
+                )
+            )
+        else:
+            quarantined.append(check.model_copy(update={"quarantined_rows": int(mask.sum())}))
+    return quarantined, blocking
+
+
+def _union(masks: list[tuple[FailedCheck, Any, _Reasons]], rows: int) -> Any:
+    import numpy as np
+
+    union = np.zeros(rows, dtype=bool)
+    for _, mask, _ in masks:
+        union |= mask
+    return union
+
+
+def _quarantine_share_check(
+    spec: ModelSpec, checks: list[FailedCheck], quarantined_rows: int, rows: int
+) -> FailedCheck | None:
+    limit = spec.data.max_quarantine_share
+    share = quarantined_rows / rows if rows else 0.0
+    if share <= limit:
+        return None
+    by_check = ", ".join(f"{_check_name(c)}: {c.quarantined_rows or 0:,}" for c in checks)
+    return FailedCheck(
+        expectation="quarantine_share",
+        detail=(
+            f"{quarantined_rows:,} of {rows:,} rows ({share:.2%}) would be quarantined ({by_check}); at most "
+            f"{limit:.2%} may be (spec data.max_quarantine_share): that many bad rows means a broken "
+            "batch, fix it at the source"
+        ),
+        unexpected_count=quarantined_rows,
+    )
+
+
+def _split(
+    spec: ModelSpec, df: pd.DataFrame, masks: list[tuple[FailedCheck, Any, _Reasons]], union: Any
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(clean, quarantined)`` by ``union``; the clean frame's attrs and numeric columns adjusted."""
+    clean = df[~union]
+    quarantined = df[union]
+    # A numeric column that held strings is object-typed: once they are set aside it holds numbers only,
+    # and gets their dtype (a Parquet round trip would give it anyway, and the fingerprint must match).
+    numeric = {f.name for f in spec.numeric_features}
+    retyped = {
+        str(check.column): clean[check.column].infer_objects()
+        for check, mask, _ in masks
+        if check.column in numeric and mask.any() and clean[check.column].dtype == object
+    }
+    if retyped:
+        clean = clean.assign(**retyped)
+    attrs = dict(df.attrs)
+    partitions = attrs.get(PARTITIONS_ATTR) or []
+    if partitions and sum(rows for _, _, rows in partitions) == len(df):
+        updated, start = [], 0
+        for uri, day, rows in partitions:
+            left = int((~union[start : start + rows]).sum())
+            start += rows
+            if left or not rows:  # a partition that quarantine emptied is no empty landed file
+                updated.append([uri, day, left])
+        attrs[PARTITIONS_ATTR] = updated
+    clean.attrs = attrs
+    quarantined.attrs = {}
+    return clean, quarantined
+
+
+def quarantine_rows(spec: ModelSpec, df: pd.DataFrame, report: ValidationReport) -> Quarantine:
+    """Split ``df`` into the rows its report's quarantined checks failed on and the rest.
+
+    Pure: ``df`` is left alone. The failing rows of each check in ``report.quarantined`` are found again
+    in pandas (every one of them, not GX's sample); a row failing several checks is set aside once, with
+    all its reasons. Re-validating ``clean`` reports none of those checks again.
+
+    Args:
+        spec: the model the report is of.
+        df: the frame :func:`validate_batch` ran on (same rows, same ``attrs``).
+        report: its report.
+
+    Returns:
+        The :class:`Quarantine`; ``clean`` is ``df`` itself when nothing is quarantined.
+
+    Raises:
+        ValueError: ``report`` is not a report of ``df`` (another model, or another number of rows).
+    """
+    if report.model != spec.name or report.rows != len(df):
+        raise ValueError(
+            f"quarantine_rows: the report is of model {report.model!r} on {report.rows:,} rows, the frame "
+            f"of {spec.name!r} has {len(df):,}; pass the frame that was validated"
+        )
+    masks = _quarantine_masks(spec, df, report.quarantined)
+    union = _union(masks, len(df))
+    if not union.any():
+        empty = df.iloc[:0].assign(**{QUARANTINE_REASON_COLUMN: []})
+        empty.attrs = {}
+        return Quarantine(clean=df, quarantined=empty, counts={})
+    import numpy as np
+
+    reasons: dict[int, list[str]] = {}
+    counts: dict[str, int] = {}
+    for check, mask, why in masks:
+        counts[_check_name(check)] = int(mask.sum())
+        for position, reason in zip(np.flatnonzero(mask), why(), strict=True):
+            reasons.setdefault(int(position), []).append(reason)
+    clean, quarantined = _split(spec, df, masks, union)
+    quarantined = quarantined.assign(
+        **{QUARANTINE_REASON_COLUMN: ["; ".join(reasons[int(p)]) for p in np.flatnonzero(union)]}
+    )
+    quarantined.attrs = {}
+    return Quarantine(clean=clean, quarantined=quarantined, counts=counts)
+
+
+def quarantine_uri(spec: ModelSpec, run_key: str) -> str:
+    """``<data root>/quarantine/<model>/<run_key>/rows.parquet``.
+
+    Raises:
+        ValueError: ``run_key`` is empty or not a plain name (it holds ``/``, or is ``.``/``..``).
+    """
+    if not run_key or "/" in run_key or run_key in (".", ".."):
+        raise ValueError(f"run_key {run_key!r} must be a non-empty name without '/'")
+    return storage.data_uri("quarantine", spec.name, run_key, "rows.parquet")
+
+
+def write_quarantine(spec: ModelSpec, quarantined: pd.DataFrame, run_key: str) -> str | None:
+    """Write the quarantined rows of a run to :func:`quarantine_uri` (Parquet, written atomically).
+
+    Idempotent: re-running with the same ``run_key`` overwrites the file, and removes it when nothing is
+    quarantined any more. An ``object`` column mixing strings with other values (a numeric column whose
+    strings were quarantined) is stored as strings, which Parquet can hold.
+
+    Returns:
+        The URI written, or ``None`` when ``quarantined`` has no rows.
+    """
+    uri = quarantine_uri(spec, run_key)
+    if quarantined.empty:
+        if storage.exists(uri):
+            fs, path = storage.filesystem(uri)
+            fs.rm(path)
+            log.info("removed the stale quarantine file %s: nothing is quarantined now", uri)
+        return None
+    mixed = {
+        str(c): quarantined[c].map(lambda v: v if v is None or v != v else str(v))
+        for c in quarantined.columns
+        if quarantined[c].dtype == object and len({type(v) for v in quarantined[c].dropna()}) > 1
+    }
+    frame = quarantined.assign(**mixed) if mixed else quarantined
+    frame.attrs = {}
+    storage.write_parquet(frame, uri)
+    log.info("wrote %d quarantined rows of %s to %s", len(frame), spec.name, uri)
+    return uri
+
+
+# --- label mix: the window's label shares against a reference (the champion's training window) -------
+
+
+def _label_key(value: Any) -> str:
+    value = _jsonable(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def label_mix(spec: ModelSpec, df: pd.DataFrame) -> dict[str, float]:
+    """The share of each target value among ``df``'s labelled rows, ``{label as string: share}`` sorted by
+    label (``1.0`` and ``1`` are the same label, ``"1"``); ``{}`` without the target or any label."""
+    target = spec.data.target
+    if target not in df.columns:
+        return {}
+    counts: dict[str, int] = {}
+    for value, n in df[target].value_counts(dropna=True).items():
+        counts[_label_key(value)] = counts.get(_label_key(value), 0) + int(n)
+    total = sum(counts.values())
+    return {label: counts[label] / total for label in sorted(counts)} if total else {}
+
+
+def label_mix_check(
+    spec: ModelSpec, df: pd.DataFrame, reference: Mapping[str, float] | None
+) -> FailedCheck | None:
+    """Check ``label_mix``: the window's label shares against ``reference`` (a :func:`label_mix`).
+
+    Fails when a class's share moved by more than ``data.max_label_shift`` (absolute difference), or
+    a class of the reference has no row in the window; the detail gives every class's reference share
+    and window share. Severity ``warn`` unless ``data.severities`` says otherwise.
+
+    Returns:
+        The failed check (severity not yet applied), or ``None`` when the mix is close enough or there is
+        no reference (``None`` or empty).
+    """
+    if not reference:
+        return None
+    expected = {_label_key(k): float(v) for k, v in reference.items()}
+    window = label_mix(spec, df)
+    limit = spec.data.max_label_shift
+    parts, broken = [], 0
+    for label in sorted(set(expected) | set(window)):
+        before, now = expected.get(label, 0.0), window.get(label, 0.0)
+        if label not in window and before > 0:
+            parts.append(f"{label}: {before:.3f} → absent from the window")
+            broken += 1
+            continue
+        moved = now - before
+        over = abs(moved) > limit + 1e-12
+        broken += over
+        parts.append(f"{label}: {before:.3f} → {now:.3f} ({moved:+.3f}{', too far' if over else ''})")
+    if not broken:
+        return None
+    return FailedCheck(
+        expectation="label_mix",
+        column=spec.data.target,
+        detail=(
+            f"the label mix moved from the reference (the champion's training window): {'; '.join(parts)}. "
+            f"A class's share may move by at most {limit:g} and every reference class must be present "
+            "(spec data.max_label_shift)"
+        ),
+        unexpected_count=broken,
+    )
+
+
 def unreadable_report(spec: ModelSpec, files: dict[str, str]) -> ValidationReport:
     """The report of a window that could not even be read: one failed check per unreadable file."""
     failed = [
@@ -408,9 +929,11 @@ def unreadable_report(spec: ModelSpec, files: dict[str, str]) -> ValidationRepor
     )
 
 
-def validate_or_raise(spec: ModelSpec, df: pd.DataFrame) -> ValidationReport:
+def validate_or_raise(
+    spec: ModelSpec, df: pd.DataFrame, *, reference_label_mix: Mapping[str, float] | None = None
+) -> ValidationReport:
     """:func:`validate_batch`, raising :class:`DataValidationError` when any check fails."""
-    report = validate_batch(spec, df)
+    report = validate_batch(spec, df, reference_label_mix=reference_label_mix)
     if not report.success:
         raise DataValidationError(report, spec.data.event_time_column)
     return report

@@ -7,15 +7,19 @@ sentence with the numbers. The rules, in order:
 1. **Floors** (``spec.gate.floors``): every listed metric of the challenger must be at least its
    floor; for lower-is-better metrics (``log_loss``) the floor is a ceiling (value at most the
    threshold). A missing or NaN metric fails its floor.
-2. **Champion comparison** (when a champion exists): the improvement on ``primary_metric``,
-   oriented so that positive means "challenger better" (champion - challenger for lower-is-better
-   metrics), must be at least ``spec.gate.min_improvement`` (which may be negative: a tolerated
-   regression for routine retrains). A NaN on either side fails.
-3. **Paired bootstrap** (when given): reported as a check on the lower bound of the confidence
-   interval of the same oriented improvement. It decides only when ``min_improvement > 0``: a
-   demanded improvement must then also be statistically distinguishable from zero
-   (``ci_low > 0``). With ``min_improvement <= 0`` it is informational: requiring significance would
-   block routine retrains whose new model is merely as good as the old one.
+2. **Slice floors** (``spec.gate.slices``): the same floors per slice of the evaluation snapshot
+   (each category of a categorical feature, or numeric buckets). A slice with fewer than
+   ``min_rows`` rows, or whose metric is undefined there (ROC AUC of a one-class slice), is reported
+   and not judged.
+3. **Champion comparison** (when a champion exists), on ``primary_metric`` oriented so that positive
+   means "challenger better" (champion - challenger for lower-is-better metrics). By default
+   (``decide_on: ci_lower_bound``) the *lower bound* of the paired test's confidence interval must
+   reach ``min_improvement``: a challenger better by noise is not promoted. The paired test is
+   McNemar's for ``accuracy`` (exact p-value on the discordant pairs; Bonett-Price interval of the
+   paired difference) and a paired bootstrap for every other metric. A negative
+   ``min_improvement`` is a **non-inferiority margin**: the challenger may be worse by at most that
+   much, with the test's confidence. ``decide_on: point_estimate`` judges the observed difference
+   instead (the interval is then reported only). A NaN on either side fails.
 4. **Cold start** (no champion): ``floors_only`` passes on the floors alone; ``reject`` fails.
 5. **Champion not scorable**: if the current champion could not be loaded or scored, the gate fails
    (the comparison is never silently skipped); fix the champion or move ``@champion`` and re-run.
@@ -36,6 +40,7 @@ promotes only after a person approves (Airflow's human-in-the-loop step).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Any, Literal
 
@@ -67,23 +72,29 @@ class _Frozen(BaseModel):
 
 
 class PairedTest(_Frozen):
-    """A paired bootstrap comparison of challenger and champion on the same rows.
+    """A paired comparison of challenger and champion on the same rows (bootstrap or McNemar).
 
     Attributes:
         metric: The metric compared.
+        method: ``bootstrap`` (percentile interval of resampled differences) or ``mcnemar``
+            (accuracy: exact one-sided p-value on the discordant pairs, Bonett-Price interval).
         delta: Observed improvement of the challenger (positive = better; oriented for
             lower-is-better metrics).
         ci_low: Lower bound of the percentile bootstrap confidence interval of ``delta``.
         ci_high: Upper bound.
-        p_value: One-sided bootstrap p-value of "the challenger is not better":
-            ``(1 + #{resampled delta <= 0}) / (1 + n_boot)``.
-        n_boot: Resamples with a defined metric (a resample with one class has no ROC AUC).
+        p_value: One-sided p-value of "the challenger is not better": for the bootstrap
+            ``(1 + #{resampled delta <= 0}) / (1 + n_boot)``; for McNemar the exact binomial test of
+            the discordant pairs.
+        n_boot: Resamples with a defined metric (a resample with one class has no ROC AUC); 0 for
+            McNemar.
+        discordant: McNemar's discordant pairs: (challenger right and champion wrong, the reverse).
         n_rows: Rows compared.
         confidence: Confidence level of the interval.
         seed: Seed of the resampling.
     """
 
     metric: str
+    method: Literal["bootstrap", "mcnemar"] = "bootstrap"
     delta: JsonFloat
     ci_low: JsonFloat
     ci_high: JsonFloat
@@ -92,14 +103,35 @@ class PairedTest(_Frozen):
     n_rows: int
     confidence: float = 0.95
     seed: int | None = None
+    discordant: tuple[int, int] | None = None
+
+
+class SliceResult(_Frozen):
+    """The challenger's (and champion's) metrics on one slice of the evaluation snapshot.
+
+    Attributes:
+        column: The sliced feature.
+        label: ``contract=one-year`` or ``tenure_months∈[0, 12)``.
+        rows: Evaluation rows in the slice.
+        judged: Whether the slice has enough rows (``gate.slices.min_rows``) to be judged.
+        challenger: The challenger's metrics on the slice.
+        champion: The champion's, when there is one.
+    """
+
+    column: str
+    label: str
+    rows: int
+    judged: bool
+    challenger: dict[str, JsonFloat]
+    champion: dict[str, JsonFloat] | None = None
 
 
 class GateCheck(_Frozen):
     """One rule of the gate applied to the challenger.
 
     Attributes:
-        name: ``floor:<metric>``, ``min_improvement:<metric>``, ``paired_bootstrap:<metric>``,
-            ``cold_start`` or ``champion_scored``.
+        name: ``floor:<metric>``, ``slice:<slice label>:<metric>``, ``min_improvement:<metric>``,
+            ``paired_bootstrap:<metric>`` / ``mcnemar:accuracy``, ``cold_start`` or ``champion_scored``.
         kind: Which rule.
         value: The measured value (``None`` where the rule has none).
         threshold: What it is compared with.
@@ -109,7 +141,7 @@ class GateCheck(_Frozen):
     """
 
     name: str
-    kind: Literal["floor", "improvement", "paired_test", "cold_start", "champion"]
+    kind: Literal["floor", "slice", "improvement", "paired_test", "cold_start", "champion"]
     value: JsonFloat | None = None
     threshold: JsonFloat | None = None
     passed: bool
@@ -132,6 +164,8 @@ class GateDecision(_Frozen):
     champion_error: str | None = None
     cold_start: bool
     paired: PairedTest | None = None
+    decide_on: Literal["ci_lower_bound", "point_estimate"] = "ci_lower_bound"
+    slices: list[SliceResult] = []
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -177,9 +211,16 @@ def _floor_check(metric: str, value: float | None, threshold: float) -> GateChec
 
 
 def _improvement_check(
-    metric: str, challenger: float | None, champion: float | None, min_improvement: float, version: str | None
+    metric: str,
+    challenger: float | None,
+    champion: float | None,
+    min_improvement: float,
+    version: str | None,
+    *,
+    informational: bool,
 ) -> GateCheck:
     who = f"champion v{version}" if version else "the champion"
+    rule = " (reported; the paired test's interval decides)" if informational else ""
     if challenger is None or champion is None or math.isnan(challenger) or math.isnan(champion):
         return GateCheck(
             name=f"min_improvement:{metric}",
@@ -201,39 +242,114 @@ def _improvement_check(
         value=delta,
         threshold=min_improvement,
         passed=passed,
+        informational=informational,
         reason=(
-            f"Challenger {metric} {challenger:.4f} vs {who} {champion:.4f}{direction}: improvement "
-            f"{delta:+.4f} {'meets' if passed else 'misses'} the required {min_improvement:+.4f}."
+            f"Challenger {metric} {challenger:.4f} vs {who} {champion:.4f}{direction}: observed improvement "
+            f"{delta:+.4f} {'meets' if passed else 'misses'} the required {min_improvement:+.4f}{rule}."
         ),
     )
 
 
-def _paired_check(paired: PairedTest, min_improvement: float) -> GateCheck:
-    decisive = min_improvement > 0
+def _margin(min_improvement: float) -> str:
+    if min_improvement < 0:
+        return f"the non-inferiority margin {min_improvement:+.4f} (at most {-min_improvement:.4f} worse)"
+    if min_improvement > 0:
+        return f"the required improvement {min_improvement:+.4f}"
+    return "zero (no worse than the champion)"
+
+
+def _paired_check(paired: PairedTest, min_improvement: float, *, informational: bool) -> GateCheck:
     ci_low = paired.ci_low
-    passed = not math.isnan(ci_low) and ci_low > 0
+    passed = not math.isnan(ci_low) and ci_low >= min_improvement - _EPS
     pct = f"{paired.confidence:.0%}"
-    verdict = (
-        "the challenger is significantly better"
-        if passed
-        else "the improvement is not distinguishable from zero"
-    )
-    rule = (
-        "required because min_improvement > 0" if decisive else "informational because min_improvement <= 0"
-    )
+    if paired.method == "mcnemar":
+        b, c = paired.discordant or (0, 0)
+        how = (
+            f"McNemar's test on {paired.n_rows} rows ({b} rows only the challenger gets right, {c} only "
+            "the champion)"
+        )
+        name = f"mcnemar:{paired.metric}"
+    else:
+        how = f"Paired bootstrap on {paired.n_rows} rows ({paired.n_boot} resamples)"
+        name = f"paired_bootstrap:{paired.metric}"
+    if passed:
+        verdict = f"its lower bound clears {_margin(min_improvement)}"
+    elif math.isnan(ci_low):
+        verdict = "no interval could be computed, so it cannot clear " + _margin(min_improvement)
+    else:
+        verdict = (
+            f"its lower bound misses {_margin(min_improvement)}: the difference is within what noise explains"
+            if paired.delta >= min_improvement
+            else f"its lower bound misses {_margin(min_improvement)}"
+        )
+    rule = " (reported; decide_on is point_estimate)" if informational else ""
     return GateCheck(
-        name=f"paired_bootstrap:{paired.metric}",
+        name=name,
         kind="paired_test",
         value=ci_low,
-        threshold=0.0,
+        threshold=min_improvement,
         passed=passed,
-        informational=not decisive,
+        informational=informational,
         reason=(
-            f"Paired bootstrap on {paired.n_rows} rows ({paired.n_boot} resamples): {paired.metric} "
-            f"improvement {_num(paired.delta)}, {pct} CI [{_num(ci_low)}, {_num(paired.ci_high)}], "
-            f"p = {_num(paired.p_value)}; {verdict} ({rule})."
+            f"{how}: {paired.metric} improvement {_num(paired.delta)}, {pct} CI [{_num(ci_low)}, "
+            f"{_num(paired.ci_high)}], p = {_num(paired.p_value)}; {verdict}{rule}."
         ),
     )
+
+
+def _slice_checks(spec: ModelSpec, slices: list[SliceResult]) -> list[GateCheck]:
+    """One check per judged slice and floor; small slices and undefined metrics are reported only."""
+    floors = spec.gate.slices.floors
+    min_rows = spec.gate.slices.min_rows
+    checks: list[GateCheck] = []
+    for item in slices:
+        for metric, threshold in floors.items():
+            name = f"slice:{item.label}:{metric}"
+            value = item.challenger.get(metric)
+            if not item.judged:
+                checks.append(
+                    GateCheck(
+                        name=name,
+                        kind="slice",
+                        value=value,
+                        threshold=threshold,
+                        passed=True,
+                        informational=True,
+                        reason=(
+                            f"Slice {item.label}: {item.rows} evaluation rows, fewer than the {min_rows} "
+                            f"needed to judge it; {metric} {_num(value)} is reported, not judged."
+                        ),
+                    )
+                )
+                continue
+            if value is None or math.isnan(value):
+                checks.append(
+                    GateCheck(
+                        name=name,
+                        kind="slice",
+                        value=value,
+                        threshold=threshold,
+                        passed=True,
+                        informational=True,
+                        reason=(
+                            f"Slice {item.label}: {metric} is undefined on its {item.rows} rows (e.g. one "
+                            "class only); reported, not judged."
+                        ),
+                    )
+                )
+                continue
+            floor = _floor_check(metric, value, threshold)
+            checks.append(
+                GateCheck(
+                    name=name,
+                    kind="slice",
+                    value=value,
+                    threshold=threshold,
+                    passed=floor.passed,
+                    reason=f"Slice {item.label} ({item.rows} rows): {floor.reason}",
+                )
+            )
+    return checks
 
 
 def decide(
@@ -245,6 +361,7 @@ def decide(
     mode_override: str | None = None,
     champion_version: str | None = None,
     champion_error: str | None = None,
+    slices: list[SliceResult] | None = None,
 ) -> GateDecision:
     """Apply the spec's gate to the challenger's metrics (pure; see the module docstring for the rules).
 
@@ -252,10 +369,12 @@ def decide(
         spec: The model spec (``spec.gate`` holds the rules).
         challenger: The challenger's metrics on the evaluation snapshot.
         champion: The champion's metrics on the same snapshot; ``None`` when there is no champion.
-        paired: The paired bootstrap test on the primary metric, if run.
+        paired: The paired test on the primary metric (:func:`paired_test`); with a champion and
+            ``decide_on: ci_lower_bound`` a missing test fails the comparison.
         mode_override: ``enforce``, ``dry_run`` or ``require_approval`` instead of ``spec.gate.mode``.
         champion_version: The champion's version, for the report.
         champion_error: Why the champion could not be scored, if it could not; fails the gate.
+        slices: The metrics per slice (:func:`slice_results`), judged against ``gate.slices.floors``.
 
     Returns:
         The decision.
@@ -271,6 +390,8 @@ def decide(
     checks: list[GateCheck] = [
         _floor_check(metric, _get(challenger, metric), threshold) for metric, threshold in gate.floors.items()
     ]
+    checks += _slice_checks(spec, slices or [])
+    by_interval = gate.decide_on == "ci_lower_bound"
     cold_start = champion is None and champion_error is None
     if champion_error is not None:
         checks.append(
@@ -320,10 +441,23 @@ def decide(
                 _get(champion, primary),
                 gate.min_improvement,
                 champion_version,
+                informational=by_interval and paired is not None,
             )
         )
         if paired is not None:
-            checks.append(_paired_check(paired, gate.min_improvement))
+            checks.append(_paired_check(paired, gate.min_improvement, informational=not by_interval))
+        elif by_interval:
+            checks.append(
+                GateCheck(
+                    name=f"paired_test:{primary}",
+                    kind="paired_test",
+                    passed=False,
+                    reason=(
+                        "decide_on is ci_lower_bound but no paired test was run against the champion; "
+                        "the comparison fails."
+                    ),
+                )
+            )
 
     passed = all(c.passed for c in checks if not c.informational)
     action: Action
@@ -358,6 +492,8 @@ def decide(
         champion_error=champion_error,
         cold_start=cold_start,
         paired=paired if champion is not None else None,
+        decide_on=gate.decide_on,
+        slices=list(slices or []),
     )
 
 
@@ -571,3 +707,149 @@ def paired_bootstrap(
         confidence=confidence,
         seed=seed,
     )
+
+
+def mcnemar_test(
+    y: Any,
+    p_challenger: Any,
+    p_champion: Any,
+    *,
+    confidence: float = 0.95,
+    threshold: float = 0.5,
+) -> PairedTest:
+    """McNemar's test of the challenger's accuracy gain over the champion on the same rows.
+
+    Only the discordant pairs carry information: ``b`` rows the challenger gets right and the
+    champion wrong, ``c`` the reverse. The gain is ``(b - c) / n``; its interval is Bonett and
+    Price's adjusted Wald interval for a paired difference of proportions (add one to each
+    discordant count, two to ``n``), which behaves where the plain Wald interval does not (few
+    discordant pairs); the one-sided p-value of "the challenger is not better" is the exact binomial
+    test of ``b`` in ``b + c`` (scipy).
+
+    Args:
+        y: 0/1 labels.
+        p_challenger: Challenger's P(label == 1) per row.
+        p_champion: Champion's, same rows and order.
+        confidence: Level of the interval.
+        threshold: Decision threshold.
+
+    Returns:
+        The test (``method="mcnemar"``, ``metric="accuracy"``).
+
+    Raises:
+        ValueError: shapes differ, or no rows.
+    """
+    from scipy import stats
+
+    y_arr = np.asarray(y).astype(np.int64).ravel()
+    new = np.asarray(p_challenger, dtype=float).ravel() >= threshold
+    old = np.asarray(p_champion, dtype=float).ravel() >= threshold
+    if y_arr.size == 0:
+        raise ValueError("McNemar's test needs at least one row")
+    if not (new.shape == old.shape == y_arr.shape):
+        raise ValueError(
+            f"labels and both models' probabilities must have the same rows: {y_arr.shape}, {new.shape}, "
+            f"{old.shape}"
+        )
+    right_new = new == y_arr.astype(bool)
+    right_old = old == y_arr.astype(bool)
+    b = int(np.count_nonzero(right_new & ~right_old))
+    c = int(np.count_nonzero(~right_new & right_old))
+    n = y_arr.size
+    p12, p21 = (b + 1) / (n + 2), (c + 1) / (n + 2)
+    adjusted = p12 - p21
+    se = math.sqrt(max(p12 + p21 - adjusted**2, 0.0) / (n + 2))
+    z = float(stats.norm.ppf(1 - (1 - confidence) / 2))
+    p_value = float(stats.binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c else 1.0
+    return PairedTest(
+        metric="accuracy",
+        method="mcnemar",
+        delta=(b - c) / n,
+        ci_low=max(adjusted - z * se, -1.0),
+        ci_high=min(adjusted + z * se, 1.0),
+        p_value=p_value,
+        n_boot=0,
+        n_rows=n,
+        confidence=confidence,
+        discordant=(b, c),
+    )
+
+
+def paired_test(
+    y: Any,
+    p_challenger: Any,
+    p_champion: Any,
+    metric: str,
+    *,
+    n: int = 1000,
+    seed: int | None = 0,
+    confidence: float = 0.95,
+    threshold: float = 0.5,
+) -> PairedTest:
+    """The gate's paired test on ``metric``: McNemar's for accuracy, the paired bootstrap otherwise."""
+    if metric == "accuracy":
+        return mcnemar_test(y, p_challenger, p_champion, confidence=confidence, threshold=threshold)
+    return paired_bootstrap(
+        y, p_challenger, p_champion, metric, n=n, seed=seed, confidence=confidence, threshold=threshold
+    )
+
+
+def _edge(value: float) -> str:
+    return f"{value:g}"
+
+
+def slice_results(
+    spec: ModelSpec, frame: Any, y: Any, p_challenger: Any, p_champion: Any | None = None
+) -> list[SliceResult]:
+    """Metrics of both models on each slice that ``spec.gate.slices`` names (pure; any model type).
+
+    Categorical columns give one slice per value seen; numeric columns one per bucket of ``bins``
+    (left-closed, the last one closed on both sides). Rows without a value, or outside the edges,
+    belong to no slice. Slices come in column order, then category or bucket order.
+    """
+    import pandas as pd
+
+    from conveyor.evaluation.metrics import binary_metrics
+
+    sliced = spec.gate.slices
+    y_arr = np.asarray(y)
+    new = np.asarray(p_challenger, dtype=float)
+    old = None if p_champion is None else np.asarray(p_champion, dtype=float)
+    out: list[SliceResult] = []
+    for column in sliced.columns:
+        values = frame[column.column]
+        if column.bins is not None:
+            edges = list(column.bins)
+            labels = [
+                f"{column.column}∈[{_edge(lo)}, {_edge(hi)}{']' if i == len(edges) - 2 else ')'}"
+                for i, (lo, hi) in enumerate(itertools.pairwise(edges))
+            ]
+            numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+            codes = np.searchsorted(edges, numeric, side="right") - 1
+            codes[numeric == edges[-1]] = len(edges) - 2  # the last bucket is closed on the right
+            codes[np.isnan(numeric) | (numeric < edges[0]) | (numeric > edges[-1])] = -1
+            groups = [(label, codes == i) for i, label in enumerate(labels)]
+        else:
+            present = values.dropna().astype(str)
+            groups = [
+                (
+                    f"{column.column}={value}",
+                    (values.astype(str) == value).to_numpy() & values.notna().to_numpy(),
+                )
+                for value in sorted(present.unique())
+            ]
+        for label, mask in groups:
+            rows = int(mask.sum())
+            if rows == 0:
+                continue
+            out.append(
+                SliceResult(
+                    column=column.column,
+                    label=label,
+                    rows=rows,
+                    judged=rows >= sliced.min_rows,
+                    challenger=binary_metrics(y_arr[mask], new[mask]),
+                    champion=None if old is None else binary_metrics(y_arr[mask], old[mask]),
+                )
+            )
+    return out

@@ -30,6 +30,10 @@ TAG_PREFIX = "conveyor."
 DAG_RUN_ID_TAG = "conveyor.dag_run_id"
 DAG_ID_TAG = "conveyor.dag_id"
 MODEL_TAG = "conveyor.model"
+#: The data window's fingerprint: on the DAG run's MLflow run and on the version registered from it.
+DATA_FINGERPRINT_TAG = "conveyor.data_fingerprint"
+#: How a DAG run ended when it ended before the gate (``unchanged_data``), on its MLflow run.
+OUTCOME_TAG = "conveyor.outcome"
 
 
 class TrackingError(ConveyorError):

@@ -82,7 +82,7 @@ def test_a_model_breaking_the_output_contract_is_refused(client: Any, spec: Any,
 
 def test_evaluate_cold_start_passes_on_floors(client: Any, spec: Any, eval_df: Any) -> None:
     _, uri = _logged(client, spec, "manual__1", support.GOOD_WEIGHTS)
-    decision = evaluate(client, spec, uri, eval_df)
+    decision = evaluate(client, spec, uri, eval_df).decision
     assert decision.cold_start is True and decision.champion_version is None
     assert decision.passed is True and decision.action == "register"
     assert decision.paired is None
@@ -91,7 +91,7 @@ def test_evaluate_cold_start_passes_on_floors(client: Any, spec: Any, eval_df: A
 def test_evaluate_against_the_champion_on_the_same_rows(client: Any, spec: Any, eval_df: Any) -> None:
     version = _make_champion(client, spec, support.WEAK_WEIGHTS)
     run_id, uri = _logged(client, spec, "manual__2", support.GOOD_WEIGHTS)
-    decision = evaluate(client, spec, uri, eval_df, n_boot=300)
+    decision = evaluate(client, spec, uri, eval_df, n_boot=300).decision
     assert decision.champion_version == version and decision.cold_start is False
     champion_p = support.expected_probability(support.WEAK_WEIGHTS, eval_df)
     assert decision.champion_metrics == binary_metrics(eval_df["label"], champion_p)
@@ -109,7 +109,7 @@ def test_evaluate_against_the_champion_on_the_same_rows(client: Any, spec: Any, 
         actor="test",
         reason="swap",
     )
-    worse = evaluate(client, spec, weak_uri, eval_df, n_boot=300)
+    worse = evaluate(client, spec, weak_uri, eval_df, n_boot=300).decision
     assert worse.passed is False and worse.action == "reject"
     assert worse.paired is not None and worse.paired.ci_high < 0
 
@@ -117,7 +117,7 @@ def test_evaluate_against_the_champion_on_the_same_rows(client: Any, spec: Any, 
 def test_an_unloadable_champion_is_reported_not_skipped(client: Any, spec: Any, eval_df: Any) -> None:
     version = _make_champion(client, spec, {**support.GOOD_WEIGHTS, "fail_on_load": True})
     _, uri = _logged(client, spec, "manual__2", support.GOOD_WEIGHTS)
-    decision = evaluate(client, spec, uri, eval_df, n_boot=100)
+    decision = evaluate(client, spec, uri, eval_df, n_boot=100).decision
     assert decision.passed is False and decision.action == "reject"
     assert decision.cold_start is False and decision.champion_version == version
     assert decision.champion_error is not None and "fail on load" in decision.champion_error
@@ -135,9 +135,18 @@ def test_write_gate_report_attaches_json_markdown_plot_and_metrics(
 ) -> None:
     _make_champion(client, spec, support.WEAK_WEIGHTS)
     run_id, uri = _logged(client, spec, "manual__2", support.GOOD_WEIGHTS)
-    decision = evaluate(client, spec, uri, eval_df, n_boot=100)
-    paths = write_gate_report(client, run_id, decision)
-    assert paths == ["gate/report.json", "gate/report.md", "gate/metrics.png"]
+    evaluation = evaluate(client, spec, uri, eval_df, n_boot=100)
+    decision = evaluation.decision
+    paths = write_gate_report(client, run_id, evaluation)
+    # no slices in this spec: every figure but the per-slice bars
+    assert paths == [
+        "gate/report.json",
+        "gate/report.md",
+        "gate/metrics.png",
+        "gate/roc.png",
+        "gate/confusion.png",
+        "gate/importance.png",
+    ]
     assert sorted(a.path for a in client.list_artifacts(run_id, "gate")) == sorted(paths)
     report = json.loads(
         Path(client.download_artifacts(run_id, "gate/report.json", str(tmp_path))).read_text()
@@ -145,15 +154,18 @@ def test_write_gate_report_attaches_json_markdown_plot_and_metrics(
     assert report["action"] == "register" and report["reasons"] == decision.reasons
     markdown = Path(client.download_artifacts(run_id, "gate/report.md", str(tmp_path))).read_text()
     assert "| check | value | threshold | result |" in markdown
-    assert "| `floor:roc_auc` |" in markdown and "## Paired bootstrap" in markdown
-    png = Path(client.download_artifacts(run_id, "gate/metrics.png", str(tmp_path))).read_bytes()
-    assert png.startswith(b"\x89PNG")
+    assert "| `floor:roc_auc` |" in markdown and "## Paired test (bootstrap)" in markdown
+    assert "## Permutation feature importance" in markdown
+    assert set(report["importance"]) == {"challenger", f"champion v{decision.champion_version}"}
+    for figure in paths[2:]:
+        png = Path(client.download_artifacts(run_id, figure, str(tmp_path))).read_bytes()
+        assert png.startswith(b"\x89PNG"), figure
     metrics = client.get_run(run_id).data.metrics
     assert metrics["gate_passed"] == 1.0
     assert metrics["challenger_roc_auc"] == pytest.approx(decision.challenger_metrics["roc_auc"])
     assert metrics["champion_roc_auc"] == pytest.approx(decision.champion_metrics["roc_auc"])
     # re-running the task overwrites the same report
-    assert write_gate_report(client, run_id, decision) == paths
+    assert write_gate_report(client, run_id, evaluation) == paths
 
 
 def test_markdown_of_a_cold_start_with_nan() -> None:
@@ -175,7 +187,7 @@ def test_a_tampered_champion_is_refused_by_the_gate(client: Any, spec: Any, eval
     data[len(data) // 2] ^= 0x01
     victim.write_bytes(bytes(data))
     _, uri = _logged(client, spec, "manual__2", support.GOOD_WEIGHTS)
-    decision = evaluate(client, spec, uri, eval_df, n_boot=100)
+    decision = evaluate(client, spec, uri, eval_df, n_boot=100).decision
     assert decision.passed is False and decision.action == "reject"
     assert decision.champion_error is not None
     assert f"models:/{spec.registered_model_name}/{version}" in decision.champion_error

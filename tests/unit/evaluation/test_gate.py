@@ -4,6 +4,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from conveyor.evaluation.gate import GateDecision, PairedTest, decide, improvement
@@ -71,7 +72,7 @@ def test_cold_start_reject_fails_with_a_reason() -> None:
 
 
 def test_improvement_pass_and_fail_against_the_champion() -> None:
-    spec = _spec(floors={}, min_improvement=0.01)
+    spec = _spec(floors={}, min_improvement=0.01, decide_on="point_estimate")
     champion = {**GOOD, "roc_auc": 0.90}
     passing = decide(spec, GOOD, champion, paired=None, champion_version="4")  # +0.0100, float-exact edge
     assert passing.passed is True and passing.cold_start is False
@@ -84,7 +85,7 @@ def test_improvement_pass_and_fail_against_the_champion() -> None:
 
 
 def test_negative_min_improvement_tolerates_a_small_regression() -> None:
-    spec = _spec(floors={}, min_improvement=-0.01)
+    spec = _spec(floors={}, min_improvement=-0.01, decide_on="point_estimate")
     assert decide(spec, {**GOOD, "roc_auc": 0.905}, GOOD, paired=None).passed is True
     assert decide(spec, {**GOOD, "roc_auc": 0.895}, GOOD, paired=None).passed is False
 
@@ -92,7 +93,9 @@ def test_negative_min_improvement_tolerates_a_small_regression() -> None:
 def test_lower_is_better_metrics_are_oriented() -> None:
     assert improvement("log_loss", 0.30, 0.35) == pytest.approx(0.05)
     assert improvement("roc_auc", 0.80, 0.85) == pytest.approx(-0.05)
-    spec = _spec(primary_metric="log_loss", floors={"log_loss": 0.4}, min_improvement=0.01)
+    spec = _spec(
+        primary_metric="log_loss", floors={"log_loss": 0.4}, min_improvement=0.01, decide_on="point_estimate"
+    )
     better = decide(spec, {**GOOD, "log_loss": 0.30}, {**GOOD, "log_loss": 0.35}, paired=None)
     assert better.passed is True
     assert "(lower is better)" in _check(better, "min_improvement:log_loss").reason
@@ -105,25 +108,138 @@ def test_lower_is_better_metrics_are_oriented() -> None:
 
 
 def test_nan_primary_metric_on_either_side_fails_the_comparison() -> None:
-    spec = _spec(floors={})
+    spec = _spec(floors={}, decide_on="point_estimate")
     decision = decide(spec, GOOD, {**GOOD, "roc_auc": float("nan")}, paired=None)
     assert _check(decision, "min_improvement:roc_auc").passed is False
     assert decision.passed is False
 
 
-def test_paired_test_is_informational_unless_an_improvement_is_required() -> None:
+def test_the_paired_interval_decides_by_default() -> None:
     champion = {**GOOD, "roc_auc": 0.89}
-    tolerant = decide(_spec(floors={}, min_improvement=-0.01), GOOD, champion, paired=_paired(-0.01, 0.05))
-    check = _check(tolerant, "paired_bootstrap:roc_auc")
-    assert check.informational is True and check.passed is False
-    assert tolerant.passed is True  # an informational check does not decide
-    demanding = decide(_spec(floors={}, min_improvement=0.01), GOOD, champion, paired=_paired(-0.01, 0.05))
-    assert _check(demanding, "paired_bootstrap:roc_auc").informational is False
-    assert _check(demanding, "min_improvement:roc_auc").passed is True
-    assert demanding.passed is False  # point estimate good enough, but not significant
-    significant = decide(_spec(floors={}, min_improvement=0.01), GOOD, champion, paired=_paired(0.005, 0.05))
+    # better by noise: the point estimate clears min_improvement 0, the interval's lower bound does not
+    noise = decide(_spec(floors={}, min_improvement=0.0), GOOD, champion, paired=_paired(-0.01, 0.05))
+    assert _check(noise, "min_improvement:roc_auc").passed is True
+    assert _check(noise, "min_improvement:roc_auc").informational is True
+    check = _check(noise, "paired_bootstrap:roc_auc")
+    assert check.informational is False and check.passed is False and check.threshold == 0.0
+    assert "within what noise explains" in check.reason
+    assert noise.passed is False and noise.action == "reject" and noise.decide_on == "ci_lower_bound"
+    demanding = decide(_spec(floors={}, min_improvement=0.01), GOOD, champion, paired=_paired(0.005, 0.05))
+    assert demanding.passed is False  # significant, but not by the demanded 0.01
+    significant = decide(_spec(floors={}, min_improvement=0.01), GOOD, champion, paired=_paired(0.012, 0.05))
     assert significant.passed is True
-    assert "95% CI [0.0050, 0.0500]" in _check(significant, "paired_bootstrap:roc_auc").reason
+    assert "95% CI [0.0120, 0.0500]" in _check(significant, "paired_bootstrap:roc_auc").reason
+
+
+def test_a_negative_min_improvement_is_a_non_inferiority_margin() -> None:
+    spec = _spec(floors={}, min_improvement=-0.01)
+    champion = {**GOOD, "roc_auc": 0.91}
+    inside = decide(spec, GOOD, champion, paired=_paired(-0.008, 0.01, delta=0.0))
+    assert inside.passed is True
+    assert "non-inferiority margin -0.0100" in _check(inside, "paired_bootstrap:roc_auc").reason
+    # the same observed difference with a wider interval could be more than 0.01 worse: not promoted
+    wide = decide(spec, GOOD, champion, paired=_paired(-0.02, 0.02, delta=0.0))
+    assert wide.passed is False
+
+
+def test_point_estimate_mode_reports_the_interval_only() -> None:
+    spec = _spec(floors={}, min_improvement=0.0, decide_on="point_estimate")
+    champion = {**GOOD, "roc_auc": 0.89}
+    decision = decide(spec, GOOD, champion, paired=_paired(-0.01, 0.05))
+    assert _check(decision, "paired_bootstrap:roc_auc").informational is True
+    assert decision.passed is True
+
+
+def test_a_missing_paired_test_fails_an_interval_decision() -> None:
+    decision = decide(_spec(floors={}), GOOD, {**GOOD, "roc_auc": 0.80}, paired=None)
+    assert _check(decision, "paired_test:roc_auc").passed is False and decision.passed is False
+
+
+def test_mcnemar_decides_an_accuracy_gate() -> None:
+    from conveyor.evaluation.gate import mcnemar_test
+
+    y = np.array([1, 0] * 200)
+    champion = np.where(y == 1, 0.8, 0.2)
+    champion[:60] = 1 - champion[:60]  # the champion gets 60 of 400 wrong
+    # better by noise: the challenger fixes 6 of those and breaks 2 others
+    noisy = champion.copy()
+    noisy[:6] = 1 - noisy[:6]
+    noisy[100:102] = 1 - noisy[100:102]
+    test = mcnemar_test(y, noisy, champion)
+    assert test.method == "mcnemar" and test.discordant == (6, 2)
+    assert test.delta == pytest.approx(4 / 400) and test.ci_low < 0 < test.ci_high
+    assert test.p_value == pytest.approx(0.1445, abs=1e-3)  # exact binomial: P(X >= 6 | 8, 0.5)
+    spec = _spec(floors={}, primary_metric="accuracy", min_improvement=0.0)
+    accuracy = {**GOOD, "accuracy": 0.86}
+    rejected = decide(spec, {**accuracy, "accuracy": 0.86 + 0.01}, accuracy, paired=test)
+    assert (
+        rejected.passed is False
+        and "McNemar's test on 400 rows" in _check(rejected, "mcnemar:accuracy").reason
+    )
+    # a real improvement: the challenger fixes 50 and breaks none
+    better = champion.copy()
+    better[:50] = 1 - better[:50]
+    strong = mcnemar_test(y, better, champion)
+    assert strong.ci_low > 0 and strong.p_value < 1e-10
+    assert decide(spec, {**accuracy, "accuracy": 0.985}, accuracy, paired=strong).passed is True
+
+
+def test_slices_below_their_floor_block_and_small_slices_are_reported() -> None:
+    import pandas as pd
+
+    from conveyor.evaluation.gate import slice_results
+
+    spec = _spec(
+        floors={},
+        slices={
+            "columns": [{"column": "x1", "bins": [-10, 0, 10]}],
+            "floors": {"accuracy": 0.8},
+            "min_rows": 20,
+        },
+    )
+    rng = np.random.default_rng(0)
+    x1 = np.concatenate([rng.uniform(-3, -0.1, 200), rng.uniform(0.1, 3, 10)])
+    y = (x1 > 0).astype(int)
+    p = np.where(x1 < 0, 0.1, 0.9)
+    p[:60] = 0.9  # wrong on 60 of the 200 rows below 0: accuracy 0.70 there
+    frame = pd.DataFrame({"x1": x1, "x2": 0.0, "label": y})
+    slices = slice_results(spec, frame, y, p)
+    assert [(s.label, s.rows, s.judged) for s in slices] == [
+        ("x1∈[-10, 0)", 200, True),
+        ("x1∈[0, 10]", 10, False),
+    ]
+    decision = decide(spec, GOOD, None, paired=None, slices=slices)
+    blocked = _check(decision, "slice:x1∈[-10, 0):accuracy")
+    assert blocked.passed is False and "0.7000 is below the floor 0.8000" in blocked.reason
+    small = _check(decision, "slice:x1∈[0, 10]:accuracy")
+    assert small.informational is True and "fewer than the 20 needed" in small.reason
+    assert decision.passed is False and "slice:x1∈[-10, 0):accuracy" in decision.reasons[-1]
+
+
+def test_categorical_slices_and_spec_validation() -> None:
+    import pandas as pd
+
+    from conveyor.config import ModelSpec
+    from conveyor.evaluation.gate import slice_results
+
+    raw = _spec().model_dump()
+    raw["categorical_features"] = [{"name": "plan", "categories": ["a", "b"]}]
+    raw["gate"]["slices"] = {"columns": [{"column": "plan"}], "floors": {"roc_auc": 0.5}, "min_rows": 2}
+    spec = ModelSpec.model_validate(raw)
+    frame = pd.DataFrame({"plan": ["a", "b", "a", "b", None], "x1": 0.0, "x2": 0.0})
+    y = np.array([1, 0, 0, 1, 1])
+    slices = slice_results(spec, frame, y, np.array([0.9, 0.2, 0.1, 0.8, 0.5]), np.full(5, 0.5))
+    assert [(s.label, s.rows) for s in slices] == [("plan=a", 2), ("plan=b", 2)]
+    assert slices[0].champion is not None and slices[0].challenger["accuracy"] == 1.0
+    for bad, message in [
+        ({"column": "nope"}, "is not a feature"),
+        ({"column": "x1"}, "needs bins"),
+        ({"column": "plan", "bins": [0, 1]}, "takes no bins"),
+        ({"column": "x1", "bins": [1, 0]}, "strictly ascending"),
+    ]:
+        raw["gate"]["slices"] = {"columns": [bad]}
+        with pytest.raises(ValueError, match=message):
+            ModelSpec.model_validate(raw)
 
 
 def test_modes_map_the_verdict_to_an_action() -> None:

@@ -20,7 +20,10 @@ def tracking_uri(conveyor_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _run(model: str, dag_run_id: str, tracking_uri: str, **gate: object) -> dict:
-    """Every stage in order, as far as the domain lets it go: ``promote`` decides, not this helper."""
+    """Every stage in order, as far as the domain lets it go: ``promote`` decides, not this helper.
+
+    Runs retrain on the same landed window (``force_retrain``), as a person re-running a day would.
+    """
     from conveyor import pipeline
     from conveyor.evaluation.promotion import RegistrationRefused
 
@@ -30,6 +33,7 @@ def _run(model: str, dag_run_id: str, tracking_uri: str, **gate: object) -> dict
         dag_run_id=dag_run_id,
         tracking_uri=tracking_uri,
         window_end=END.isoformat(),
+        force_retrain=True,
     )
     t = pipeline.train(model, validated=v, tracking_uri=tracking_uri)
     g = pipeline.evaluate_gate(model, validated=v, trained=t, tracking_uri=tracking_uri, **gate)  # type: ignore[arg-type]
@@ -57,6 +61,7 @@ def _run(model: str, dag_run_id: str, tracking_uri: str, **gate: object) -> dict
 
 
 def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri: str) -> None:
+    from conveyor import pipeline
     from conveyor.config import load_spec
     from conveyor.data.generate import land_demo_data
     from conveyor.pipeline import register
@@ -98,6 +103,28 @@ def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri
         actor="test",
         reason="t",
     )
+    # the same window again: the champion was trained on exactly these rows, so nothing is trained
+    unchanged = pipeline.validate_data(
+        "breast_cancer",
+        dag_id="conveyor_train_breast_cancer",
+        dag_run_id="manual__same",
+        tracking_uri=tracking_uri,
+        window_end=END.isoformat(),
+    )
+    assert unchanged["unchanged"] is True and unchanged["champion_version"] == version
+    assert "snapshot" not in unchanged and unchanged["fingerprint"] == first["validated"]["fingerprint"]
+    run = client.get_run(unchanged["run_id"])
+    assert run.data.tags["conveyor.outcome"] == "unchanged_data"
+    # a window one day shorter holds other rows: new data
+    moved = pipeline.validate_data(
+        "breast_cancer",
+        dag_id="conveyor_train_breast_cancer",
+        dag_run_id="manual__next",
+        tracking_uri=tracking_uri,
+        window_end=END.isoformat(),
+        window_days=spec.data.window_days - 1,
+    )
+    assert moved["unchanged"] is False and moved["snapshot"]
     dry = _run("breast_cancer", "manual__2", tracking_uri, mode="dry_run")
     assert dry["decision"]["cold_start"] is False
     assert dry["decision"]["champion_version"] == version

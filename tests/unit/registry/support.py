@@ -49,8 +49,9 @@ def make_spec(
     min_improvement: float = 0.0,
     cold_start: str = "floors_only",
     mode: str = "enforce",
+    **gate: Any,
 ) -> Any:
-    """A small spec: two numeric features ``x1``, ``x2``; target ``label``."""
+    """A small spec: two numeric features ``x1``, ``x2``; target ``label``; ``gate`` adds gate fields."""
     from conveyor.config import ModelSpec
 
     return ModelSpec.model_validate(
@@ -67,6 +68,7 @@ def make_spec(
                 "min_improvement": min_improvement,
                 "cold_start": cold_start,
                 "mode": mode,
+                **gate,
             },
         }
     )
