@@ -26,6 +26,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from conveyor.config import load_all_specs
+from conveyor_airflow.links import gate_report_task
 from conveyor_airflow.stage import run_stage
 
 DEFAULT_ARGS = {"owner": "conveyor", "retries": 1, "retry_delay": pendulum.duration(seconds=30)}
@@ -148,7 +149,9 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
 
             return run_stage(pipeline.train, spec_name, validated=validated, tracking_uri=_mlflow_uri())
 
-        @task
+        # Same as @task, plus the "MLflow gate report" button (the decision's report_url) on its
+        # task instance page.
+        @gate_report_task
         def evaluate_gate(validated: dict, trained: dict) -> dict:
             from conveyor import pipeline
 

@@ -378,6 +378,15 @@ class AirflowClient:
             )
         )
 
+    def extra_links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """A task instance's operator extra links, ``{name: url}`` (``None`` for an empty link)."""
+        answer = self._json(
+            "GET",
+            f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}"
+            f"/taskInstances/{quote(task_id)}/links",
+        )
+        return dict(answer.get("extra_links") or {})
+
     def respond_hitl(
         self,
         dag_id: str,

@@ -405,7 +405,12 @@ def run_demo(
                 raise DemoError(f"training {model} failed.\n{explain_failure(client, dag_id, run_id, tis)}")
 
             # 4. Deploy, set off by the challenger alias that `register` moved.
-            if task_state(tis, "register") != "success":
+            if task_state(tis, "train") == "skipped":
+                console.print(
+                    f"[yellow]{model}: unchanged data: the champion was trained on exactly this window, "
+                    "so nothing was trained (trigger with force_retrain to retrain anyway)[/]"
+                )
+            elif task_state(tis, "register") != "success":
                 console.print(
                     f"[yellow]{model}: the gate did not promote this challenger (register "
                     f"{task_state(tis, 'register')}); nothing new to deploy[/]"

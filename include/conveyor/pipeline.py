@@ -19,7 +19,13 @@ from conveyor.config import ModelSpec, load_spec
 from conveyor.errors import PermanentError
 from conveyor.evaluation.promotion import SCHEDULER_ACTOR
 from conveyor.registry.session import MlflowSession
-from conveyor.registry.tracking import DATA_FINGERPRINT_TAG, OUTCOME_TAG
+from conveyor.registry.tracking import (
+    DATA_FINGERPRINT_TAG,
+    LABEL_MIX_TAG,
+    OUTCOME_TAG,
+    QUARANTINE_URI_TAG,
+    QUARANTINED_ROWS_TAG,
+)
 from conveyor.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -101,20 +107,29 @@ def validate_data(
 ) -> dict[str, Any]:
     """Load the data window, run the data contract, freeze a fingerprinted train/eval snapshot.
 
-    When the window's fingerprint equals the one the current ``champion`` was trained on, nothing is
-    frozen and the result says ``unchanged``: the DAG ends there (retraining on the same rows gives
+    Rows that fail a check of severity ``quarantine`` are set aside: written to
+    ``quarantine/<model>/<run_key>/rows.parquet`` (each with the checks it failed; rewritten by a re-run
+    of the same DAG run, removed when a re-run quarantines nothing) and left out of everything that
+    follows. The ``label_mix`` check compares the window's label shares with those the current
+    ``champion`` was trained on (its version's ``conveyor.label_mix`` tag; no champion or no tag, no
+    check). The clean rows' label mix goes into the result and onto the MLflow run, and from there
+    onto the version :func:`register` creates.
+
+    When the clean rows' fingerprint equals the one the current ``champion`` was trained on, nothing
+    is frozen and the result says ``unchanged``: the DAG ends there (retraining on the same rows gives
     the same model), unless ``force_retrain``.
 
     Raises:
         RunParamsError: the run's params are malformed (see :func:`check_run_params`); nothing ran.
-        PermanentError: the window has no data or a batch breaks the contract; nothing is frozen and
-            the message names the failing checks and rows.
+        PermanentError: the window has no data or a batch breaks the contract (including more
+            quarantined rows than ``data.max_quarantine_share``); nothing is frozen and the message names
+            the failing checks and rows.
     """
     end = check_run_params(model, window_end=window_end, force=force, justification=justification)
-    from conveyor.data.contracts import unreadable_report, validate_batch
+    from conveyor.data.contracts import DataValidationError, label_mix, unreadable_report, validate_batch
     from conveyor.data.landing import UnreadableBatchError, load_window
     from conveyor.data.snapshot import fingerprint, freeze_snapshot
-    from conveyor.registry.tracking import get_or_create_run
+    from conveyor.registry.tracking import get_or_create_run, set_run_tags
 
     spec = load_spec(model)
     client = _session(tracking_uri).client()
@@ -125,65 +140,134 @@ def validate_data(
     except UnreadableBatchError as exc:
         _log_validation(client, run_id, unreadable_report(spec, exc.files))
         raise
-    report = validate_batch(spec, df)
+    champion = _champion(client, spec)
+    report = validate_batch(spec, df, reference_label_mix=_reference_label_mix(spec, champion))
     client.log_metric(run_id, "validation_rows", float(len(df)))
     client.log_metric(run_id, "validation_failed_checks", float(len(report.failed)))
     _log_validation(client, run_id, report)
     if not report.success:
-        from conveyor.data.contracts import DataValidationError
-
-        raise DataValidationError(report)
+        raise DataValidationError(report, spec.data.event_time_column)
     client.log_param(run_id, "window_end", window_end)
     client.log_param(run_id, "window_days", days)
-    window_fingerprint = fingerprint(df)
-    unchanged = _champion_trained_on(client, spec, window_fingerprint)
+    run_key = _run_key(dag_run_id)
+    clean, quarantined_rows, quarantine_uri = _set_aside(client, run_id, spec, df, report, run_key)
+    window_fingerprint = fingerprint(clean)
+    mix = {label: round(share, 6) for label, share in label_mix(spec, clean).items()}
+    set_run_tags(
+        client,
+        run_id,
+        {DATA_FINGERPRINT_TAG: window_fingerprint, LABEL_MIX_TAG: json.dumps(mix, sort_keys=True)},
+    )
+    result = {
+        "run_id": run_id,
+        "dag_run_id": dag_run_id,
+        "fingerprint": window_fingerprint,
+        "rows": len(df),
+        "checks": report.evaluated,
+        "quarantined_rows": quarantined_rows,
+        "quarantine_uri": quarantine_uri,
+        "label_mix": mix,
+    }
+    start = end - timedelta(days=days - 1)
+    unchanged = _trained_on(champion, window_fingerprint)
     if unchanged is not None and not force_retrain:
-        client.set_tag(run_id, DATA_FINGERPRINT_TAG, window_fingerprint)
         client.set_tag(run_id, OUTCOME_TAG, UNCHANGED_DATA)
         log.warning(
             "%s: unchanged data: the window %s..%s (%d rows, fingerprint %s) is the one champion v%s was "
             "trained on; ending without training. Trigger with force_retrain to train anyway.",
             model,
-            end - timedelta(days=days - 1),
+            start,
             end,
-            len(df),
+            len(clean),
             window_fingerprint,
             unchanged,
         )
-        return {
-            "run_id": run_id,
-            "dag_run_id": dag_run_id,
-            "unchanged": True,
-            "champion_version": unchanged,
-            "fingerprint": window_fingerprint,
-            "rows": len(df),
-            "checks": report.evaluated,
-        }
-    snapshot = freeze_snapshot(spec, df, run_key=_run_key(dag_run_id))
-    client.set_tag(run_id, DATA_FINGERPRINT_TAG, snapshot.fingerprint)
+        return {**result, "unchanged": True, "champion_version": unchanged}
+    snapshot = freeze_snapshot(spec, clean, run_key=run_key)
     log.info(
-        "validated %s rows of %s (%s..%s): fingerprint %s", len(df), model, end, days, snapshot.fingerprint
+        "validated %s rows of %s (%s..%s, %s quarantined): fingerprint %s",
+        len(df),
+        model,
+        start,
+        end,
+        quarantined_rows,
+        snapshot.fingerprint,
     )
-    return {
-        "run_id": run_id,
-        "dag_run_id": dag_run_id,
-        "unchanged": False,
-        "snapshot": snapshot.model_dump(mode="json"),
-        "fingerprint": snapshot.fingerprint,
-        "rows": len(df),
-        "checks": report.evaluated,
-    }
+    return {**result, "unchanged": False, "snapshot": snapshot.model_dump(mode="json")}
 
 
-def _champion_trained_on(client: Any, spec: ModelSpec, data_fingerprint: str) -> str | None:
-    """The ``champion`` version when it was trained on exactly these rows, else ``None``."""
+def _set_aside(
+    client: Any, run_id: str, spec: ModelSpec, df: Any, report: Any, run_key: str
+) -> tuple[Any, int, str | None]:
+    """Split off the rows the report quarantines and write them under ``run_key``.
+
+    Idempotent per DAG run: a re-run overwrites the file, and removes it (and the run's URI tag) when
+    it quarantines nothing. The run's ``conveyor.quarantined_rows`` tag says how many (``0`` for none).
+
+    Returns:
+        ``(clean rows, quarantined row count, the quarantine file's URI or None)``.
+    """
+    from conveyor.data.contracts import quarantine_rows, write_quarantine
+    from conveyor.registry.tracking import set_run_tags
+
+    split = quarantine_rows(spec, df, report)
+    uri = write_quarantine(spec, split.quarantined, run_key)
+    tags = {QUARANTINED_ROWS_TAG: str(split.total)}
+    if uri is None:
+        if QUARANTINE_URI_TAG in client.get_run(run_id).data.tags:  # an earlier try of this run wrote one
+            client.delete_tag(run_id, QUARANTINE_URI_TAG)
+    else:
+        tags[QUARANTINE_URI_TAG] = uri
+        log.warning(
+            "%s: quarantined %d of %d rows (%s); they are left out of the snapshot and written to %s",
+            spec.name,
+            split.total,
+            len(df),
+            ", ".join(f"{check}: {rows}" for check, rows in split.counts.items()),
+            uri,
+        )
+    set_run_tags(client, run_id, tags)
+    return split.clean, split.total, uri
+
+
+def _champion(client: Any, spec: ModelSpec) -> tuple[str, dict[str, str]] | None:
+    """The ``champion`` version and its tags, or ``None`` when no version is champion."""
     from conveyor.registry.aliases import get_alias_version
 
     version = get_alias_version(client, spec.registered_model_name, CHAMPION)
     if version is None:
         return None
-    tags = client.get_model_version(spec.registered_model_name, version).tags
+    mv = client.get_model_version(spec.registered_model_name, version)
+    return version, {str(k): str(v) for k, v in (mv.tags or {}).items()}
+
+
+def _trained_on(champion: tuple[str, dict[str, str]] | None, data_fingerprint: str) -> str | None:
+    """The ``champion`` version when it was trained on exactly these rows, else ``None``."""
+    if champion is None:
+        return None
+    version, tags = champion
     return version if tags.get(DATA_FINGERPRINT_TAG) == data_fingerprint else None
+
+
+def _reference_label_mix(
+    spec: ModelSpec, champion: tuple[str, dict[str, str]] | None
+) -> dict[str, float] | None:
+    """The label mix the ``champion`` was trained on (its ``conveyor.label_mix`` tag), else ``None``."""
+    if champion is None or LABEL_MIX_TAG not in champion[1]:
+        return None
+    version, tags = champion
+    try:
+        mix = json.loads(tags[LABEL_MIX_TAG])
+        return {str(label): float(share) for label, share in mix.items()}
+    except (ValueError, TypeError, AttributeError):
+        log.warning(
+            "%s: champion v%s's %s tag %r is not a JSON object of label shares; no label_mix check",
+            spec.name,
+            version,
+            LABEL_MIX_TAG,
+            tags[LABEL_MIX_TAG],
+        )
+        return None
 
 
 def _log_validation(client: Any, run_id: str, report: Any) -> None:
@@ -370,7 +454,7 @@ def register(
         "dag_id": dag_id,
         "dag_run_id": dag_run_id,
         "data_fingerprint": validated["fingerprint"],
-        "validation": f"passed ({validated.get('checks', '?')} checks on {validated['rows']} rows)",
+        "validation": _validation_summary(validated),
         "gate": ("forced: " if checked.is_override else "") + decision.get("action", "?"),
         "gate_verdict": "passed" if decision.get("passed") else "failed",
         "gate_mode": str(decision.get("mode", "?")),
@@ -383,6 +467,8 @@ def register(
         "params": json.dumps(params or {}, sort_keys=True, default=str),
         "trainer": spec.trainer.kind,
     }
+    if validated.get("label_mix"):
+        lineage["label_mix"] = validated["label_mix"]  # stored as JSON, as on the MLflow run
     if checked.approved_by:
         lineage["approved_by"] = checked.approved_by
     if checked.is_override:
@@ -410,6 +496,13 @@ def register(
             },
         )
     return {**result.model_dump(mode="json"), "alias": CHALLENGER}
+
+
+def _validation_summary(validated: dict[str, Any]) -> str:
+    """``passed (N checks on M rows)``, plus how many of them were quarantined when any were."""
+    quarantined = validated.get("quarantined_rows") or 0
+    aside = f"; {quarantined} quarantined, not trained on" if quarantined else ""
+    return f"passed ({validated.get('checks', '?')} checks on {validated['rows']} rows{aside})"
 
 
 def _promotion_reason(granted: Any, decision: dict[str, Any]) -> str:

@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 APPROVED_TAGS = {"conveyor", "training", "deploy", "monitoring", "rollback", "churn", "breast_cancer"}
 HEAVY = ("tensorflow", "keras", "sklearn", "great_expectations", "mlflow", "evidently", "pandas")
+# the button's label in the UI and its key in the REST API's extra_links (conveyor_airflow.links)
+GATE_REPORT_LINK_NAME = "MLflow gate report"
 EXPECTED_DAGS = {
     "conveyor_train_churn",
     "conveyor_train_breast_cancer",
@@ -111,6 +113,36 @@ def test_training_dag_structure(dagbag) -> None:  # type: ignore[no-untyped-def]
         "force_retrain",
     }
     assert "0 2 * * *" in repr(dag.timetable) or "0 2 * * *" in str(dag.timetable.__dict__)
+
+    # evaluate_gate carries the "MLflow gate report" button and is otherwise a plain @task
+    gate_task = dag.get_task("evaluate_gate")
+    assert [link.name for link in gate_task.operator_extra_links] == [GATE_REPORT_LINK_NAME]
+    assert gate_task.operator_name == "@task"
+    assert rule["evaluate_gate"] == "all_success"
+    assert gate_task.pool == "default_pool" and gate_task.retries == 1
+    assert up["evaluate_gate"] == {"validate_data", "train"}
+    assert not any(t.operator_extra_links for t in dag.tasks if t.task_id != "evaluate_gate")
+
+
+def test_gate_report_link_survives_serialization(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """Only {name: xcom_key} is serialized; the API server answers it from that XCom."""
+    from airflow.serialization.definitions.operatorlink import XComOperatorLink
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    encoded = DagSerialization.to_dict(dagbag.dags["conveyor_train_churn"])
+    tasks = {t["__var"]["task_id"]: t["__var"] for t in encoded["dag"]["tasks"]}
+    assert tasks["evaluate_gate"]["_operator_extra_links"] == {
+        GATE_REPORT_LINK_NAME: "_link_MlflowGateReportLink"
+    }
+    assert tasks["evaluate_gate"]["task_type"] == "GateReportPythonOperator"
+    assert [t for t, op in tasks.items() if "_operator_extra_links" in op] == ["evaluate_gate"]
+
+    # what the API server works from: the deserialized DAG, whose link reads that XCom back
+    scheduler_dag = DagSerialization.from_dict(json.loads(json.dumps(encoded)))
+    links = scheduler_dag.get_task("evaluate_gate").operator_extra_link_dict
+    assert list(links) == [GATE_REPORT_LINK_NAME]
+    link = links[GATE_REPORT_LINK_NAME]
+    assert isinstance(link, XComOperatorLink) and link.xcom_key == "_link_MlflowGateReportLink"
 
 
 def test_deploy_dag_is_fed_by_the_registry_watcher(dagbag) -> None:  # type: ignore[no-untyped-def]

@@ -105,7 +105,9 @@ def test_train_and_deploy_on_celery_workers(
     af = info.airflow_client()
     af.wait_for_dag(TRAIN_DAG, timeout=240, unpause=True)
     af.wait_for_dag(DEPLOY_DAG, timeout=240, unpause=True)
-    run_id = af.trigger(TRAIN_DAG, conf={"window_end": today.isoformat(), "window_days": 7})
+    run_id = af.trigger(
+        TRAIN_DAG, conf={"window_end": today.isoformat(), "window_days": 7, "force_retrain": True}
+    )
     run = af.wait_for_run(TRAIN_DAG, run_id, timeout=900)
     train_states = states(af, TRAIN_DAG, run_id)
     assert run["state"] == "success", (train_states, failure_logs(af, TRAIN_DAG, run_id))

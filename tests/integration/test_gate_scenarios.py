@@ -236,6 +236,9 @@ def test_dry_run_evaluates_and_reports_but_registers_nothing(env: dict[str, Any]
     log_text = env["af"].task_log(TRAIN, run_id, "evaluate_gate", 1)
     url = re.search(r"MLflow run: (http://\S+/#/experiments/\d+/runs/\w+)", log_text)
     assert url is not None and "@" not in url.group(1), log_text[-2000:]
+    # and the task instance's "MLflow gate report" button (an operator extra link) opens the same run
+    links = env["af"].extra_links(TRAIN, run_id, "evaluate_gate")
+    assert links == {"MLflow gate report": url.group(1)}, links
 
 
 def test_dry_run_with_force_still_registers_nothing(env: dict[str, Any]) -> None:
@@ -307,7 +310,8 @@ def test_override_with_justification_registers_flagged_as_an_override(env: dict[
 
 def _await_approval(env: dict[str, Any]) -> str:
     af = env["af"]
-    run_id = af.trigger(TRAIN, conf={"window_end": env["today"], "gate_mode": "require_approval"})
+    conf = {"window_end": env["today"], "gate_mode": "require_approval", "force_retrain": True}
+    run_id = af.trigger(TRAIN, conf=conf)
     af.wait_for_task_state(TRAIN, run_id, "await_approval", ["awaiting_input", "deferred"], timeout=600)
     time.sleep(5)  # a person reads the request before answering
     detail = af.hitl_detail(TRAIN, run_id, "await_approval")

@@ -34,6 +34,13 @@ MODEL_TAG = "conveyor.model"
 DATA_FINGERPRINT_TAG = "conveyor.data_fingerprint"
 #: How a DAG run ended when it ended before the gate (``unchanged_data``), on its MLflow run.
 OUTCOME_TAG = "conveyor.outcome"
+#: The label shares of the rows a run trained on (JSON ``{"0": 0.37, "1": 0.63}``): on the DAG run's MLflow
+#: run and on the version registered from it; the champion's is the ``label_mix`` check's reference.
+LABEL_MIX_TAG = "conveyor.label_mix"
+#: How many rows of the window the data contract set aside (severity ``quarantine``), on the MLflow run.
+QUARANTINED_ROWS_TAG = "conveyor.quarantined_rows"
+#: Where those rows were written (``quarantine/<model>/<run_key>/rows.parquet``), when there are any.
+QUARANTINE_URI_TAG = "conveyor.quarantine_uri"
 
 
 class TrackingError(ConveyorError):
@@ -176,7 +183,7 @@ def get_or_create_run(
     if found:
         run_id = str(found[0].info.run_id)
         if extra:
-            _set_run_tags(client, run_id, extra)
+            set_run_tags(client, run_id, extra)
         return run_id
 
     run = client.create_run(
@@ -195,7 +202,8 @@ def get_or_create_run(
     return winner
 
 
-def _set_run_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+def set_run_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    """Set several tags on a run in one call."""
     from mlflow.entities import RunTag
 
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])

@@ -2,62 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import pytest
 
+from unit.pipeline.support import END, run_stages
+
 pytestmark = pytest.mark.unit
-
-END = date(2026, 11, 23)
-
-
-@pytest.fixture
-def tracking_uri(conveyor_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    # MLflow resolves artifact roots relative to the working directory for SQLite stores.
-    monkeypatch.chdir(conveyor_home)
-    return f"sqlite:///{conveyor_home}/mlflow.db"
-
-
-def _run(model: str, dag_run_id: str, tracking_uri: str, **gate: object) -> dict:
-    """Every stage in order, as far as the domain lets it go: ``promote`` decides, not this helper.
-
-    Runs retrain on the same landed window (``force_retrain``), as a person re-running a day would.
-    """
-    from conveyor import pipeline
-    from conveyor.evaluation.promotion import RegistrationRefused
-
-    v = pipeline.validate_data(
-        model,
-        dag_id=f"conveyor_train_{model}",
-        dag_run_id=dag_run_id,
-        tracking_uri=tracking_uri,
-        window_end=END.isoformat(),
-        force_retrain=True,
-    )
-    t = pipeline.train(model, validated=v, tracking_uri=tracking_uri)
-    g = pipeline.evaluate_gate(model, validated=v, trained=t, tracking_uri=tracking_uri, **gate)  # type: ignore[arg-type]
-    out = {"validated": v, "trained": t, "decision": g}
-    try:
-        out["promoted"] = pipeline.promote(model, decision=g, triggered_by="alice")
-    except RegistrationRefused as exc:
-        out["refused"] = str(exc)
-        return out
-    c = pipeline.compress(model, validated=v, trained=t, tracking_uri=tracking_uri)
-    out["registered"] = pipeline.register(
-        model,
-        validated=v,
-        trained=t,
-        decision=g,
-        compressed=c,
-        tracking_uri=tracking_uri,
-        dag_id=f"conveyor_train_{model}",
-        dag_run_id=dag_run_id,
-        params={},
-        promotion=out["promoted"],
-    )
-    out["compressed"] = c
-    return out
 
 
 def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri: str) -> None:
@@ -70,7 +21,7 @@ def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri
 
     spec = load_spec("breast_cancer")
     land_demo_data(spec, days=spec.data.window_days, end_day=END, seed=0)
-    first = _run("breast_cancer", "manual__1", tracking_uri)
+    first = run_stages("breast_cancer", "manual__1", tracking_uri)
     assert first["decision"]["cold_start"] is True and first["decision"]["register"] is True
     assert first["compressed"]["chosen"] == "none"
     client = client_for(tracking_uri)
@@ -125,7 +76,7 @@ def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri
         window_days=spec.data.window_days - 1,
     )
     assert moved["unchanged"] is False and moved["snapshot"]
-    dry = _run("breast_cancer", "manual__2", tracking_uri, mode="dry_run")
+    dry = run_stages("breast_cancer", "manual__2", tracking_uri, mode="dry_run")
     assert dry["decision"]["cold_start"] is False
     assert dry["decision"]["champion_version"] == version
     assert dry["decision"]["action"] == "dry_run" and dry["decision"]["register"] is False
@@ -152,7 +103,7 @@ def test_register_refuses_what_the_gate_did_not_let_through(
 
     spec = load_spec("breast_cancer")
     land_demo_data_once(spec)
-    out = _run("breast_cancer", "manual__x", tracking_uri, **gate)
+    out = run_stages("breast_cancer", "manual__x", tracking_uri, **gate)
     assert refusal in out["refused"]
     c = pipeline.compress(
         "breast_cancer", validated=out["validated"], trained=out["trained"], tracking_uri=tracking_uri
