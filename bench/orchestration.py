@@ -89,57 +89,52 @@ def _params(window_end: str) -> dict[str, Any]:
 
 
 def _call_stage(name: str, state: dict[str, Any], tracking_uri: str, window_end: str) -> Any:
-    """What the DAG's task ``name`` calls, with the outputs of the tasks before it (its XComs)."""
+    """What the DAG's task ``name`` calls, with the outputs of the tasks before it (their XComs).
+
+    Returns what the task returns: a stage's result as its XCom JSON.
+    """
     from conveyor import pipeline
+    from conveyor.stages import RunContext
 
     params = _params(window_end)
+    run = RunContext(
+        model=MODEL,
+        dag_id=DAG_ID,
+        dag_run_id=PLAIN_RUN_ID,
+        window_end=window_end,
+        window_days=params["window_days"],
+        gate_mode=params["gate_mode"],
+        compression=params["compression"] or None,
+        force=params["force"],
+    )
     if name == "validate_data":
-        return pipeline.validate_data(
-            MODEL,
-            dag_id=DAG_ID,
-            dag_run_id=PLAIN_RUN_ID,
-            tracking_uri=tracking_uri,
-            window_end=window_end,
-            window_days=WINDOW_DAYS,
-        )
+        return pipeline.validate_data(run, tracking_uri=tracking_uri).xcom()
     validated = state["validate_data"]
     if name == "train":
-        return pipeline.train(MODEL, validated=validated, tracking_uri=tracking_uri)
+        return pipeline.train(run, validated=validated, tracking_uri=tracking_uri).xcom()
     if name == "evaluate_gate":
         return pipeline.evaluate_gate(
-            MODEL,
-            validated=validated,
-            trained=state["train"],
-            tracking_uri=tracking_uri,
-            mode=params["gate_mode"],
-            force=params["force"],
-        )
+            run, validated=validated, trained=state["train"], tracking_uri=tracking_uri
+        ).xcom()
     if name == "gate":
         decision = state["evaluate_gate"]
         return "promote" if decision["register"] else "not_promoted"
     if name == "not_promoted":
-        pipeline.report_not_promoted(MODEL, state["evaluate_gate"])
+        pipeline.report_not_promoted(run, state["evaluate_gate"])
         return None
     if name == "compress":
         return pipeline.compress(
-            MODEL,
-            validated=validated,
-            trained=state["train"],
-            tracking_uri=tracking_uri,
-            methods=params["compression"] or None,
-        )
+            run, validated=validated, trained=state["train"], tracking_uri=tracking_uri
+        ).xcom()
     if name == "register":
         return pipeline.register(
-            MODEL,
+            run,
             validated=validated,
             trained=state["train"],
             decision=state["evaluate_gate"],
             compressed=state["compress"],
             tracking_uri=tracking_uri,
-            dag_id=DAG_ID,
-            dag_run_id=PLAIN_RUN_ID,
-            params=params,
-        )
+        ).xcom()
     raise ValueError(f"unknown stage {name!r}")
 
 

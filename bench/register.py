@@ -70,6 +70,7 @@ def run(quick: bool) -> list[BenchResult]:
     from conveyor.data.snapshot import load_snapshot
     from conveyor.registry.tracking import client_for
     from conveyor.registry.versions import register_version
+    from conveyor.stages import RunContext
 
     reps, peer_reps = (2, 1) if quick else (5, 3)
     with _isolated_home() as home:
@@ -77,23 +78,23 @@ def run(quick: bool) -> list[BenchResult]:
         spec = load_spec(MODEL)
         days = 3 if quick else spec.data.window_days
         land_demo_data(spec, days=days, end_day=END, seed=0)
-        validated = pipeline.validate_data(
-            MODEL,
+        run = RunContext(
+            model=MODEL,
             dag_id=f"conveyor_train_{MODEL}",
             dag_run_id="bench__train",
-            tracking_uri=tracking_uri,
             window_end=END.isoformat(),
             window_days=days,
         )
-        trained = pipeline.train(MODEL, validated=validated, tracking_uri=tracking_uri)
+        validated = pipeline.validate_data(run, tracking_uri=tracking_uri)
+        trained = pipeline.train(run, validated=validated, tracking_uri=tracking_uri)
         client = client_for(tracking_uri)
         lineage = {
             "dag_id": f"conveyor_train_{MODEL}",
-            "data_fingerprint": validated["fingerprint"],
+            "data_fingerprint": validated.fingerprint,
             "validation": "passed",
             "gate": "register",
             "compression": "none",
-            "parent_model_uri": trained["model_uri"],
+            "parent_model_uri": trained.model_uri,
             "git_commit": "bench",
             "params": "{}",
             "trainer": spec.trainer.kind,
@@ -105,8 +106,8 @@ def run(quick: bool) -> list[BenchResult]:
                 lambda: register_version(
                     client,
                     spec,
-                    model_uri=trained["model_uri"],
-                    run_id=validated["run_id"],
+                    model_uri=trained.model_uri,
+                    run_id=validated.run_id,
                     dag_run_id=dag_run_id,
                     lineage={**lineage, "dag_run_id": dag_run_id},
                 )
@@ -115,12 +116,12 @@ def run(quick: bool) -> list[BenchResult]:
         conveyor_s = statistics.median(conveyor_once(i) for i in range(reps))
 
         # The peer: the same features, a plain fitted scikit-learn Pipeline, MLflow's default path.
-        train_df, _ = load_snapshot(validated["snapshot"])
+        train_df, _ = load_snapshot(validated.snapshot)
         features = spec.feature_names
         fitted = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=1000))])
         fitted.fit(train_df[features], train_df[spec.data.target])
         mlflow.set_tracking_uri(tracking_uri)
-        experiment = client.get_run(validated["run_id"]).info.experiment_id
+        experiment = client.get_run(validated.run_id).info.experiment_id
 
         def peer_once(i: int) -> float:
             with mlflow.start_run(experiment_id=experiment, run_name=f"bench-peer-{i}"):
@@ -144,7 +145,7 @@ def run(quick: bool) -> list[BenchResult]:
                 "repetitions": reps,
                 "peer_repetitions": peer_reps,
                 "peer": "mlflow.sklearn.log_model (inferred requirements) + mlflow.register_model",
-                "rows": validated["rows"],
+                "rows": validated.rows,
             },
         )
     ]

@@ -20,6 +20,7 @@ Trigger by hand from the UI ("Trigger DAG" with the form) or the REST API with t
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -28,6 +29,9 @@ from airflow.sdk import Param, dag, get_current_context, task
 from conveyor.config import load_all_specs
 from conveyor_airflow.links import gate_report_task
 from conveyor_airflow.stage import run_stage
+
+if TYPE_CHECKING:
+    from conveyor.stages import RunContext
 
 DEFAULT_ARGS = {"owner": "conveyor", "retries": 1, "retry_delay": pendulum.duration(seconds=30)}
 
@@ -39,16 +43,28 @@ def _mlflow_uri() -> str:
     return MlflowHook().authenticated_tracking_uri()
 
 
-def _run_context() -> dict:
-    """The few context values stages need, as plain JSON."""
+def _run_context(model: str) -> RunContext:
+    """What every stage is told about the DAG run: its ids, who triggered it, its params.
+
+    Built from the task's own context (it never goes through XCom); no MLflow URI in it.
+    """
+    from conveyor.stages import RunContext
+
     ctx = get_current_context()
-    run_after = ctx["dag_run"].run_after
-    return {
-        "dag_id": ctx["dag"].dag_id,
-        "dag_run_id": ctx["run_id"],
-        "run_day": str(pendulum.instance(run_after).date()),
-        "params": dict(ctx["params"]),
-    }
+    params, dag_run = ctx["params"], ctx["dag_run"]
+    return RunContext(
+        model=model,
+        dag_id=ctx["dag"].dag_id,
+        dag_run_id=ctx["run_id"],
+        triggered_by=dag_run.triggering_user_name,
+        window_end=params["window_end"] or str(pendulum.instance(dag_run.run_after).date()),
+        window_days=params["window_days"] or None,
+        gate_mode=params["gate_mode"],
+        compression=params["compression"] or None,
+        force=params["force"],
+        justification=params.get("justification"),
+        force_retrain=params.get("force_retrain", False),
+    )
 
 
 def build_training_dag(spec_name: str, schedule: str | None, description: str) -> object:
@@ -119,23 +135,13 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         render_template_as_native_obj=True,
     )
     def training() -> None:
+        # Each task hands its stage the run's context and the upstream results as XCom (plain JSON);
+        # the stage reads them into the models of conveyor.stages and run_stage returns its .xcom().
         @task(pool="conveyor_training")
         def validate_data() -> dict:
             from conveyor import pipeline
 
-            run = _run_context()
-            return run_stage(
-                pipeline.validate_data,
-                spec_name,
-                dag_id=run["dag_id"],
-                dag_run_id=run["dag_run_id"],
-                tracking_uri=_mlflow_uri(),
-                window_end=run["params"]["window_end"] or run["run_day"],
-                window_days=run["params"]["window_days"] or None,
-                force=run["params"]["force"],
-                justification=run["params"].get("justification"),
-                force_retrain=run["params"].get("force_retrain", False),
-            )
+            return run_stage(pipeline.validate_data, _run_context(spec_name), tracking_uri=_mlflow_uri())
 
         # An unchanged window skips every task after this one (a short circuit ignores their trigger
         # rules), so the run ends green without training, gating or registering.
@@ -147,7 +153,9 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         def train(validated: dict) -> dict:
             from conveyor import pipeline
 
-            return run_stage(pipeline.train, spec_name, validated=validated, tracking_uri=_mlflow_uri())
+            return run_stage(
+                pipeline.train, _run_context(spec_name), validated=validated, tracking_uri=_mlflow_uri()
+            )
 
         # Same as @task, plus the "MLflow gate report" button (the decision's report_url) on its
         # task instance page.
@@ -155,16 +163,12 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         def evaluate_gate(validated: dict, trained: dict) -> dict:
             from conveyor import pipeline
 
-            params = _run_context()["params"]
             return run_stage(
                 pipeline.evaluate_gate,
-                spec_name,
+                _run_context(spec_name),
                 validated=validated,
                 trained=trained,
                 tracking_uri=_mlflow_uri(),
-                mode=params["gate_mode"],
-                force=params["force"],
-                justification=params.get("justification"),
             )
 
         @task.branch
@@ -177,7 +181,7 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         def not_promoted(decision: dict) -> None:
             from conveyor import pipeline
 
-            pipeline.report_not_promoted(spec_name, decision)
+            pipeline.report_not_promoted(_run_context(spec_name), decision)
 
         # gate_mode=require_approval: a person approves in the Airflow UI (Required Actions). Reject
         # skips `promote` (the approval's only downstream), and with it compress and register.
@@ -199,27 +203,19 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         def promote(decision: dict) -> dict:
             from conveyor import pipeline
 
-            ctx = get_current_context()
-            return run_stage(
-                pipeline.promote,
-                spec_name,
-                decision=decision,
-                approval=ctx["ti"].xcom_pull(task_ids="await_approval"),
-                triggered_by=ctx["dag_run"].triggering_user_name,
-            )
+            approval = get_current_context()["ti"].xcom_pull(task_ids="await_approval")
+            return run_stage(pipeline.promote, _run_context(spec_name), decision=decision, approval=approval)
 
         @task(pool="conveyor_training")
         def compress(validated: dict, trained: dict) -> dict:
             from conveyor import pipeline
 
-            params = _run_context()["params"]
             return run_stage(
                 pipeline.compress,
-                spec_name,
+                _run_context(spec_name),
                 validated=validated,
                 trained=trained,
                 tracking_uri=_mlflow_uri(),
-                methods=params["compression"] or None,
             )
 
         @task
@@ -228,18 +224,14 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         ) -> dict:
             from conveyor import pipeline
 
-            run = _run_context()
             return run_stage(
                 pipeline.register,
-                spec_name,
+                _run_context(spec_name),
                 validated=validated,
                 trained=trained,
                 decision=decision,
                 compressed=compressed,
                 tracking_uri=_mlflow_uri(),
-                dag_id=run["dag_id"],
-                dag_run_id=run["dag_run_id"],
-                params=run["params"],
                 promotion=promoted,
             )
 

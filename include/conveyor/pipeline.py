@@ -1,10 +1,12 @@
-"""The pipeline's stages as plain functions: JSON in, JSON out.
+"""The pipeline's stages as plain functions: typed models in, typed models out.
 
-Each stage takes primitives (model name, URIs, run ids, small dicts from the previous stage) and
-returns a small JSON-able dict, so an Airflow task (or a pod, or the CLI) is a one-line call and
-XCom stays small. Data and models live in the data root and in MLflow, never in the return values.
-Every stage is idempotent for the same DAG run: it logs into the same MLflow run and never creates a
-second model version.
+Each stage takes the run's :class:`~conveyor.stages.RunContext` and the results of the stages before
+it, and returns a frozen model of :mod:`conveyor.stages` whose ``.xcom()`` is small JSON, so an
+Airflow task (or a pod, or the CLI) is a one-line call and XCom stays small. A stage accepts a
+result either as its model or as that JSON (what a task gets from XCom) and reads it once, at the
+top. Data and models live in the data root and in MLflow, never in the results; the MLflow tracking
+URI (it may carry credentials) is a separate argument and in no result. Every stage is idempotent
+for the same DAG run: it logs into the same MLflow run and never creates a second model version.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
 from conveyor.config import ModelSpec, load_spec
 from conveyor.errors import PermanentError
-from conveyor.evaluation.promotion import SCHEDULER_ACTOR
+from conveyor.evaluation.promotion import APPROVE, SCHEDULER_ACTOR, Promotion, authorize
 from conveyor.registry.session import MlflowSession
 from conveyor.registry.tracking import (
     DATA_FINGERPRINT_TAG,
@@ -27,6 +30,14 @@ from conveyor.registry.tracking import (
     QUARANTINED_ROWS_TAG,
 )
 from conveyor.settings import REPO_ROOT
+from conveyor.stages import (
+    CompressionResult,
+    GateOutcome,
+    Registered,
+    RunContext,
+    TrainResult,
+    Validated,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +104,7 @@ def check_run_params(
     return end
 
 
-def validate_data(
-    model: str,
-    *,
-    dag_id: str,
-    dag_run_id: str,
-    tracking_uri: str,
-    window_end: str,
-    window_days: int | None = None,
-    force: bool = False,
-    justification: str | None = None,
-    force_retrain: bool = False,
-) -> dict[str, Any]:
+def validate_data(run: RunContext | Mapping[str, Any], *, tracking_uri: str) -> Validated:
     """Load the data window, run the data contract, freeze a fingerprinted train/eval snapshot.
 
     Rows that fail a check of severity ``quarantine`` are set aside: written to
@@ -119,13 +119,17 @@ def validate_data(
     is frozen and the result says ``unchanged``: the DAG ends there (retraining on the same rows gives
     the same model), unless ``force_retrain``.
 
+    The window is ``run.window_days`` (or the spec's) days up to ``run.window_end``.
+
     Raises:
         RunParamsError: the run's params are malformed (see :func:`check_run_params`); nothing ran.
         PermanentError: the window has no data or a batch breaks the contract (including more
             quarantined rows than ``data.max_quarantine_share``); nothing is frozen and the message names
             the failing checks and rows.
     """
-    end = check_run_params(model, window_end=window_end, force=force, justification=justification)
+    run = RunContext.of(run)
+    model, dag_run_id = run.model, run.dag_run_id
+    end = check_run_params(model, window_end=run.window_end, force=run.force, justification=run.justification)
     from conveyor.data.contracts import DataValidationError, label_mix, unreadable_report, validate_batch
     from conveyor.data.landing import UnreadableBatchError, load_window
     from conveyor.data.snapshot import fingerprint, freeze_snapshot
@@ -133,8 +137,8 @@ def validate_data(
 
     spec = load_spec(model)
     client = _session(tracking_uri).client()
-    run_id = get_or_create_run(client, spec, dag_run_id=dag_run_id, dag_id=dag_id)
-    days = window_days or spec.data.window_days
+    run_id = get_or_create_run(client, spec, dag_run_id=dag_run_id, dag_id=run.dag_id)
+    days = run.window_days or spec.data.window_days
     try:
         df = load_window(spec, end, days)
     except UnreadableBatchError as exc:
@@ -147,7 +151,7 @@ def validate_data(
     _log_validation(client, run_id, report)
     if not report.success:
         raise DataValidationError(report, spec.data.event_time_column)
-    client.log_param(run_id, "window_end", window_end)
+    client.log_param(run_id, "window_end", run.window_end)
     client.log_param(run_id, "window_days", days)
     run_key = _run_key(dag_run_id)
     clean, quarantined_rows, quarantine_uri = _set_aside(client, run_id, spec, df, report, run_key)
@@ -158,7 +162,7 @@ def validate_data(
         run_id,
         {DATA_FINGERPRINT_TAG: window_fingerprint, LABEL_MIX_TAG: json.dumps(mix, sort_keys=True)},
     )
-    result = {
+    found: dict[str, Any] = {
         "run_id": run_id,
         "dag_run_id": dag_run_id,
         "fingerprint": window_fingerprint,
@@ -170,7 +174,7 @@ def validate_data(
     }
     start = end - timedelta(days=days - 1)
     unchanged = _trained_on(champion, window_fingerprint)
-    if unchanged is not None and not force_retrain:
+    if unchanged is not None and not run.force_retrain:
         client.set_tag(run_id, OUTCOME_TAG, UNCHANGED_DATA)
         log.warning(
             "%s: unchanged data: the window %s..%s (%d rows, fingerprint %s) is the one champion v%s was "
@@ -182,7 +186,7 @@ def validate_data(
             window_fingerprint,
             unchanged,
         )
-        return {**result, "unchanged": True, "champion_version": unchanged}
+        return Validated(**found, unchanged=True, champion_version=unchanged)
     snapshot = freeze_snapshot(spec, clean, run_key=run_key)
     log.info(
         "validated %s rows of %s (%s..%s, %s quarantined): fingerprint %s",
@@ -193,7 +197,7 @@ def validate_data(
         quarantined_rows,
         snapshot.fingerprint,
     )
-    return {**result, "unchanged": False, "snapshot": snapshot.model_dump(mode="json")}
+    return Validated(**found, unchanged=False, snapshot=snapshot)
 
 
 def _set_aside(
@@ -279,70 +283,68 @@ def _log_validation(client: Any, run_id: str, report: Any) -> None:
     log_text_artifact(client, run_id, report.markdown(), "validation/report.md")
 
 
-def _snapshot(validated: dict[str, Any]) -> tuple[Any, Any]:
+def _snapshot(validated: Validated) -> tuple[Any, Any]:
     from conveyor.data.snapshot import load_snapshot
 
-    return load_snapshot(validated["snapshot"])
+    if validated.snapshot is None:
+        raise PermanentError(
+            f"DAG run {validated.dag_run_id}: the window is unchanged (champion "
+            f"v{validated.champion_version}'s training data), so no snapshot was frozen; trigger with "
+            "force_retrain to train on it anyway"
+        )
+    return load_snapshot(validated.snapshot)
 
 
-def train(model: str, *, validated: dict[str, Any], tracking_uri: str) -> dict[str, Any]:
+def train(
+    run: RunContext | Mapping[str, Any], *, validated: Validated | Mapping[str, Any], tracking_uri: str
+) -> TrainResult:
     """Train the spec's trainer on the frozen snapshot and log the model into the DAG run's MLflow run."""
     from conveyor.training import train as train_model
 
-    spec = load_spec(model)
+    run, validated = RunContext.of(run), Validated.of(validated)
+    spec = load_spec(run.model)
     train_df, eval_df = _snapshot(validated)
     with _session(tracking_uri).fluent():  # trainers log through MLflow's fluent API
-        result = train_model(spec, train_df, eval_df, run_id=validated["run_id"])
-    return result.model_dump(mode="json")
+        return train_model(spec, train_df, eval_df, run_id=validated.run_id)
 
 
 def evaluate_gate(
-    model: str,
+    run: RunContext | Mapping[str, Any],
     *,
-    validated: dict[str, Any],
-    trained: dict[str, Any],
+    validated: Validated | Mapping[str, Any],
+    trained: TrainResult | Mapping[str, Any],
     tracking_uri: str,
-    mode: str = "spec",
-    force: bool = False,
-    justification: str | None = None,
-) -> dict[str, Any]:
+) -> GateOutcome:
     """Champion vs challenger on the same frozen eval snapshot; the report goes to the MLflow run.
 
-    Returns the decision plus where the DAG goes next: ``register`` (promote now: the gate let it
-    through, or an override), ``await_approval`` (a person decides) or neither (not promoted).
-    ``forced`` marks an override: ``force`` asked for and needed (the gate alone would not
-    register), never for a dry run; ``justification`` goes with it.
+    The gate runs in ``run.gate_mode`` (``spec``: the spec's ``gate.mode``). Returns the decision plus
+    where the DAG goes next: ``register`` (promote now: the gate let it through, or an override),
+    ``await_approval`` (a person decides) or neither (not promoted). ``forced`` marks an override:
+    ``run.force`` asked for and needed (the gate alone would not register), never for a dry run;
+    ``run.justification`` goes with it (see :meth:`GateOutcome.decide`).
     """
     from conveyor.evaluation.champion import evaluate, write_gate_report
 
-    spec = load_spec(model)
-    if mode != "spec":
-        spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"mode": mode})})
+    run, validated, trained = RunContext.of(run), Validated.of(validated), TrainResult.of(trained)
+    spec = load_spec(run.model)
+    if run.gate_mode != "spec":
+        spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"mode": run.gate_mode})})
     _, eval_df = _snapshot(validated)
     with _session(tracking_uri).fluent() as client:
-        evaluation = evaluate(client, spec, trained["model_uri"], eval_df)
-        write_gate_report(client, validated["run_id"], evaluation)
-        decision = evaluation.decision
+        evaluation = evaluate(client, spec, trained.model_uri, eval_df)
+        write_gate_report(client, validated.run_id, evaluation)
         report_url = mlflow_run_url(
-            tracking_uri, client.get_run(validated["run_id"]).info.experiment_id, validated["run_id"]
+            tracking_uri, client.get_run(validated.run_id).info.experiment_id, validated.run_id
         )
-    forced = bool(force) and decision.action not in ("register", "dry_run")
-    log.info("gate report (JSON, Markdown, plots) on the MLflow run: %s", report_url)
-    for reason in decision.reasons:
-        log.info("gate: %s", reason)
-    if forced:
-        log.warning("gate: OVERRIDE requested (force): %s", justification)
-    out = decision.model_dump(mode="json")
-    out.update(
-        {
-            "register": decision.action == "register" or forced,
-            "await_approval": decision.action == "await_approval" and not forced,
-            "forced": forced,
-            "justification": (justification or "").strip() or None if forced else None,
-            "report_url": report_url,
-        }
+    outcome = GateOutcome.decide(
+        evaluation.decision, force=run.force, justification=run.justification, report_url=report_url
     )
-    return out
+    log.info("gate report (JSON, Markdown, plots) on the MLflow run: %s", report_url)
+    for reason in outcome.reasons:
+        log.info("gate: %s", reason)
+    if outcome.forced:
+        log.warning("gate: OVERRIDE requested (force): %s", run.justification)
+    return outcome
 
 
 def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
@@ -359,123 +361,129 @@ def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
 
 
 def promote(
-    model: str,
+    run: RunContext | Mapping[str, Any],
     *,
-    decision: dict[str, Any],
-    approval: dict[str, Any] | None = None,
-    triggered_by: str | None = None,
-) -> dict[str, Any]:
+    decision: GateOutcome | Mapping[str, Any],
+    approval: Mapping[str, Any] | None = None,
+) -> Promotion:
     """The promotion the gate's outcome grants (see :mod:`conveyor.evaluation.promotion`).
+
+    ``approval`` is the ``await_approval`` task's answer, if a person gave one; the run's
+    ``triggered_by`` is answerable for a gate pass or an override.
 
     Raises:
         RegistrationRefused: the outcome does not allow registering the challenger.
     """
-    from conveyor.evaluation.promotion import authorize
+    run = RunContext.of(run)
+    granted = authorize(run.model, decision, approval=approval, triggered_by=run.triggered_by)
+    log.info("%s: challenger promoted by %s (%s)", run.model, granted.actor, granted.how)
+    return granted
 
-    granted = authorize(model, decision, approval=approval, triggered_by=triggered_by)
-    log.info("%s: challenger promoted by %s (%s)", model, granted.actor, granted.how)
-    return granted.model_dump(mode="json")
 
-
-def report_not_promoted(model: str, decision: dict[str, Any]) -> None:
+def report_not_promoted(
+    run: RunContext | Mapping[str, Any], decision: GateOutcome | Mapping[str, Any]
+) -> None:
     """Log why the challenger stops here; the run ends green as "not promoted" with nothing registered."""
+    run, outcome = RunContext.of(run), GateOutcome.of(decision)
     log.warning(
         "%s: challenger NOT promoted (action=%s). Reasons:\n  - %s",
-        model,
-        decision.get("action"),
-        "\n  - ".join(decision.get("reasons", [])),
+        run.model,
+        outcome.action,
+        "\n  - ".join(outcome.reasons),
     )
 
 
 def compress(
-    model: str,
+    run: RunContext | Mapping[str, Any],
     *,
-    validated: dict[str, Any],
-    trained: dict[str, Any],
+    validated: Validated | Mapping[str, Any],
+    trained: TrainResult | Mapping[str, Any],
     tracking_uri: str,
-    methods: list[str] | None = None,
-) -> dict[str, Any]:
-    """Build and measure compressed variants; keep the best within the spec's budget."""
-    from conveyor.compression import compress as compress_model
-    from conveyor.training.base import TrainResult
+) -> CompressionResult:
+    """Build and measure compressed variants; keep the best within the spec's budget.
 
-    spec = load_spec(model)
-    if methods:
+    The methods are ``run.compression``, or the spec's ``compression.methods`` when not given.
+    """
+    from conveyor.compression import compress as compress_model
+
+    run, validated, trained = RunContext.of(run), Validated.of(validated), TrainResult.of(trained)
+    spec = load_spec(run.model)
+    if run.compression:
         spec = spec.model_copy(
-            update={"compression": spec.compression.model_copy(update={"methods": tuple(methods)})}
+            update={"compression": spec.compression.model_copy(update={"methods": run.compression})}
         )
     train_df, eval_df = _snapshot(validated)
     with _session(tracking_uri).fluent():
-        result = compress_model(
-            spec, TrainResult.model_validate(trained), train_df, eval_df, run_id=validated["run_id"]
-        )
-    return result.model_dump(mode="json")
+        return compress_model(spec, trained, train_df, eval_df, run_id=validated.run_id)
 
 
 def register(
-    model: str,
+    run: RunContext | Mapping[str, Any],
     *,
-    validated: dict[str, Any],
-    trained: dict[str, Any],
-    decision: dict[str, Any],
-    compressed: dict[str, Any],
+    validated: Validated | Mapping[str, Any],
+    trained: TrainResult | Mapping[str, Any],
+    decision: GateOutcome | Mapping[str, Any],
+    compressed: CompressionResult | Mapping[str, Any],
     tracking_uri: str,
-    dag_id: str,
-    dag_run_id: str,
-    params: dict[str, Any] | None = None,
-    promotion: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    promotion: Promotion | Mapping[str, Any] | None = None,
+) -> Registered:
     """Register one model version for this DAG run (idempotent) and point ``challenger`` at it.
 
     ``promotion`` is what :func:`promote` granted. The grant is checked again against ``decision``
-    here, so no wiring can register a challenger the gate did not let through.
+    here, so no wiring can register a challenger the gate did not let through. The version's lineage
+    records the run's params (``run.params()``).
 
     Raises:
         RegistrationRefused: the decision (with the promotion) does not allow registration; nothing
             is registered and no alias moves.
     """
-    from conveyor.evaluation.promotion import APPROVE, Promotion, authorize
     from conveyor.registry.aliases import get_alias_version, set_alias
     from conveyor.registry.versions import register_version
 
-    granted = Promotion.model_validate(promotion) if promotion else None
+    run, validated, trained = RunContext.of(run), Validated.of(validated), TrainResult.of(trained)
+    outcome, compressed = GateOutcome.of(decision), CompressionResult.of(compressed)
+    granted = Promotion.of(promotion) if promotion else None
     approval = (
         {"chosen_options": [APPROVE], "responded_by_user": {"name": granted.approved_by}}
         if granted is not None and granted.approved_by
         else None
     )
     checked = authorize(
-        model, decision, approval=approval, triggered_by=granted.triggered_by if granted else None
+        run.model, outcome, approval=approval, triggered_by=granted.triggered_by if granted else None
     )
-    spec = load_spec(model)
+    spec = load_spec(run.model)
     client = _session(tracking_uri).client()
-    model_uri = compressed["model_uri"]
-    lineage = {
-        "dag_id": dag_id,
-        "dag_run_id": dag_run_id,
-        "data_fingerprint": validated["fingerprint"],
+    lineage: dict[str, Any] = {
+        "dag_id": run.dag_id,
+        "dag_run_id": run.dag_run_id,
+        "data_fingerprint": validated.fingerprint,
         "validation": _validation_summary(validated),
-        "gate": ("forced: " if checked.is_override else "") + decision.get("action", "?"),
-        "gate_verdict": "passed" if decision.get("passed") else "failed",
-        "gate_mode": str(decision.get("mode", "?")),
+        "gate": ("forced: " if checked.is_override else "") + outcome.action,
+        "gate_verdict": "passed" if outcome.passed else "failed",
+        "gate_mode": outcome.mode,
         "promotion": checked.how,
         "promoted_by": checked.actor,
         "triggered_by": checked.triggered_by or SCHEDULER_ACTOR,
-        "compression": compressed.get("chosen", "none"),
-        "parent_model_uri": trained["model_uri"],
+        "compression": compressed.chosen,
+        "parent_model_uri": trained.model_uri,
         "git_commit": _git_commit(),
-        "params": json.dumps(params or {}, sort_keys=True, default=str),
+        "params": json.dumps(run.params(), sort_keys=True, default=str),
         "trainer": spec.trainer.kind,
     }
-    if validated.get("label_mix"):
-        lineage["label_mix"] = validated["label_mix"]  # stored as JSON, as on the MLflow run
+    if validated.label_mix:
+        lineage["label_mix"] = validated.label_mix  # stored as JSON, as on the MLflow run
     if checked.approved_by:
         lineage["approved_by"] = checked.approved_by
     if checked.is_override:
         lineage["override"] = "true"
         lineage["override_justification"] = checked.justification
     result = register_version(
-        client, spec, model_uri=model_uri, run_id=validated["run_id"], dag_run_id=dag_run_id, lineage=lineage
+        client,
+        spec,
+        model_uri=compressed.model_uri,
+        run_id=validated.run_id,
+        dag_run_id=run.dag_run_id,
+        lineage=lineage,
     )
     current = get_alias_version(client, spec.registered_model_name, CHALLENGER)
     if current != result.version:
@@ -486,33 +494,33 @@ def register(
             result.version,
             expected_version=current,
             actor=checked.actor,
-            reason=_promotion_reason(checked, decision),
-            dag_run_id=dag_run_id,
+            reason=_promotion_reason(checked, outcome),
+            dag_run_id=run.dag_run_id,
             details={
-                "gate": decision,
-                "compression": compressed.get("chosen"),
-                "promotion": checked.model_dump(mode="json"),
+                "gate": outcome.xcom(),
+                "compression": compressed.chosen,
+                "promotion": checked.xcom(),
                 "override": checked.is_override,
             },
         )
-    return {**result.model_dump(mode="json"), "alias": CHALLENGER}
+    return Registered(**dict(result), alias=CHALLENGER)
 
 
-def _validation_summary(validated: dict[str, Any]) -> str:
+def _validation_summary(validated: Validated) -> str:
     """``passed (N checks on M rows)``, plus how many of them were quarantined when any were."""
-    quarantined = validated.get("quarantined_rows") or 0
+    quarantined = validated.quarantined_rows
     aside = f"; {quarantined} quarantined, not trained on" if quarantined else ""
-    return f"passed ({validated.get('checks', '?')} checks on {validated['rows']} rows{aside})"
+    return f"passed ({validated.checks} checks on {validated.rows} rows{aside})"
 
 
-def _promotion_reason(granted: Any, decision: dict[str, Any]) -> str:
+def _promotion_reason(granted: Promotion, outcome: GateOutcome) -> str:
     if granted.is_override:
-        head = f"OVERRIDE by {granted.actor} (gate {decision.get('action')}): {granted.justification}"
+        head = f"OVERRIDE by {granted.actor} (gate {outcome.action}): {granted.justification}"
     elif granted.how == "approval":
         head = f"approved by {granted.approved_by} in Airflow"
     else:
-        head = f"gate {decision.get('action')}"
-    return head + " | " + "; ".join(decision.get("reasons", [])[-2:])
+        head = f"gate {outcome.action}"
+    return head + " | " + "; ".join(outcome.reasons[-2:])
 
 
 def spec_for_registered_model(registered_name: str) -> ModelSpec:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from conveyor.compression.tflite import CompressionError
+from conveyor.stages import CompressionResult, VariantReport  # the stage contract's models
 from conveyor.training.base import (
     TrainResult,
     feature_frame,
@@ -42,36 +42,6 @@ REPORT_ARTIFACT = "compression/report.json"
 #: Single-row predictions timed per variant (after a short warm-up).
 LATENCY_SAMPLES = 50
 LATENCY_WARMUP = 5
-
-
-class VariantReport(BaseModel):
-    """One model variant measured in its serving runtime."""
-
-    model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
-
-    method: str
-    model_uri: str
-    size_bytes: int
-    size_ratio: float
-    metric: float
-    metric_drop: float
-    p50_latency_ms: float
-    accepted: bool
-    reason: str
-
-
-class CompressionResult(BaseModel):
-    """What compression decided (XCom-safe)."""
-
-    model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
-
-    chosen: str
-    model_uri: str
-    primary_metric: str
-    max_metric_drop: float
-    reason: str
-    baseline: VariantReport | None = None
-    variants: list[VariantReport] = []
 
 
 def compress(

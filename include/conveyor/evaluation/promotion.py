@@ -22,11 +22,11 @@ gate ``action``          registered when                              ``Promotio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from conveyor.errors import PermanentError
+from conveyor.stages import GateOutcome, StageModel
 
 #: How a challenger was let through (``conveyor.promotion`` tag, ledger details).
 PromotionHow = Literal["gate", "approval", "override"]
@@ -40,7 +40,7 @@ class RegistrationRefused(PermanentError):
     """The gate's outcome does not allow registering this challenger; nothing was registered."""
 
 
-class Promotion(BaseModel):
+class Promotion(StageModel):
     """Why a challenger may be registered, and on whose word.
 
     Attributes:
@@ -55,8 +55,6 @@ class Promotion(BaseModel):
         gate_passed: The gate's verdict.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     how: PromotionHow
     actor: str
     triggered_by: str | None = None
@@ -70,29 +68,29 @@ class Promotion(BaseModel):
         return self.how == "override"
 
 
-def _approver(approval: dict[str, Any] | None) -> str | None:
+def _approver(approval: Mapping[str, Any] | None) -> str | None:
     """The user who chose *Approve* in an ``ApprovalOperator`` result, else ``None``."""
     if not approval or APPROVE not in (approval.get("chosen_options") or []):
         return None
     user = approval.get("responded_by_user") or {}
-    if isinstance(user, dict):
+    if isinstance(user, Mapping):
         return str(user.get("name") or user.get("id") or "") or None
     return str(user) or None
 
 
 def authorize(
     model: str,
-    decision: dict[str, Any],
+    decision: GateOutcome | Mapping[str, Any],
     *,
-    approval: dict[str, Any] | None = None,
+    approval: Mapping[str, Any] | None = None,
     triggered_by: str | None = None,
 ) -> Promotion:
     """The :class:`Promotion` the gate's outcome grants, or a refusal.
 
     Args:
         model: The model spec's name (for messages).
-        decision: ``conveyor.pipeline.evaluate_gate``'s output: the gate decision plus ``forced``
-            and ``justification``.
+        decision: ``conveyor.pipeline.evaluate_gate``'s :class:`~conveyor.stages.GateOutcome` (or
+            its XCom JSON): the gate decision plus ``forced`` and ``justification``.
         approval: The ``await_approval`` task's result (``chosen_options``, ``responded_by_user``),
             if a person answered.
         triggered_by: The Airflow user who triggered the run (``None``: the scheduler).
@@ -104,17 +102,16 @@ def authorize(
         RegistrationRefused: dry run; a rejected challenger without an override; an override without
             a justification; an approval-gated challenger nobody approved.
     """
-    action = str(decision.get("action"))
-    passed = bool(decision.get("passed"))
-    mode = decision.get("mode")
+    outcome = GateOutcome.of(decision)
+    action, passed, mode = outcome.action, outcome.passed, outcome.mode
     who = triggered_by or SCHEDULER_ACTOR
     verdict = f"the gate decided {action!r} (verdict {'PASSED' if passed else 'FAILED'}, mode {mode!r})"
     if action == "dry_run":
         raise RegistrationRefused(
             f"refusing to register {model}: {verdict}; a dry run registers nothing, even with force"
         )
-    if decision.get("forced"):
-        justification = (decision.get("justification") or "").strip()
+    if outcome.forced:
+        justification = (outcome.justification or "").strip()
         if not justification:
             raise RegistrationRefused(
                 f"refusing to register {model}: {verdict} and the override (force) has no justification; "
@@ -149,6 +146,5 @@ def authorize(
         )
     raise RegistrationRefused(
         f"refusing to register {model}: {verdict}; only an override (force with a justification) "
-        "registers a challenger the gate did not let through. Reasons: "
-        + "; ".join(decision.get("reasons", [])[-3:])
+        "registers a challenger the gate did not let through. Reasons: " + "; ".join(outcome.reasons[-3:])
     )

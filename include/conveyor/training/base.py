@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.config import ModelSpec
 from conveyor.errors import PermanentError
 from conveyor.settings import get_settings
+from conveyor.stages import TrainResult as TrainResult  # the stage contract's model, re-exported
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -40,23 +40,6 @@ REFERENCE_MAX_ROWS = 5000
 #: How many raw rows are stored as the MLflow input example.
 INPUT_EXAMPLE_ROWS = 3
 PREDICTION_COLUMNS = ("probability", "prediction")
-
-
-class TrainResult(BaseModel):
-    """What a trainer hands on to the gate, compression and registration (XCom-safe)."""
-
-    # NaN metrics (ROC AUC on a one-class set) survive a JSON round trip as "NaN".
-    model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
-
-    run_id: str
-    model_uri: str
-    trainer: str
-    metrics: dict[str, float] = Field(description="binary metrics on the evaluation set")
-    params: dict[str, Any] = Field(description="effective trainer parameters (spec params + defaults)")
-    n_train: int
-    n_eval: int
-    train_seconds: float
-    model_size_bytes: int = Field(description="bytes of the files the serving runtime loads")
 
 
 class TrainingError(RuntimeError):

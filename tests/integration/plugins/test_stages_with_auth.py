@@ -30,6 +30,7 @@ def test_stages_register_through_basic_auth_with_the_hooks_credentials(
     from conveyor import pipeline
     from conveyor.config import load_spec
     from conveyor.data.generate import land_demo_data
+    from conveyor.stages import RunContext
 
     server = mlflow_auth_server
     for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
@@ -45,11 +46,17 @@ def test_stages_register_through_basic_auth_with_the_hooks_credentials(
 
     spec = load_spec("breast_cancer")
     land_demo_data(spec, days=spec.data.window_days, end_day=END, seed=0)
-    ids = {"dag_id": "conveyor_train_breast_cancer", "dag_run_id": "manual__auth"}
+    run = RunContext(
+        model="breast_cancer",
+        dag_id="conveyor_train_breast_cancer",
+        dag_run_id="manual__auth",
+        triggered_by=ADMIN_USER,
+        window_end=END.isoformat(),
+    )
 
     # Without the credentials the server refuses the first stage.
     with pytest.raises(Exception) as refused:
-        pipeline.validate_data("breast_cancer", **ids, tracking_uri=server.uri, window_end=END.isoformat())
+        pipeline.validate_data(run, tracking_uri=server.uri)
     why = str(refused.value)
     assert "401" in why or "Unauthorized" in why or "UNAUTHENTICATED" in why, why
 
@@ -67,22 +74,14 @@ def test_stages_register_through_basic_auth_with_the_hooks_credentials(
         return log_model(*args, **kwargs)
 
     monkeypatch.setattr(mlflow.pyfunc, "log_model", watched_log_model)
-    v = pipeline.validate_data("breast_cancer", **ids, tracking_uri=uri, window_end=END.isoformat())
-    t = pipeline.train("breast_cancer", validated=v, tracking_uri=uri)
-    g = pipeline.evaluate_gate("breast_cancer", validated=v, trained=t, tracking_uri=uri)
-    assert g["register"], g
-    p = pipeline.promote("breast_cancer", decision=g, triggered_by=ADMIN_USER)
-    c = pipeline.compress("breast_cancer", validated=v, trained=t, tracking_uri=uri)
+    v = pipeline.validate_data(run, tracking_uri=uri)
+    t = pipeline.train(run, validated=v, tracking_uri=uri)
+    g = pipeline.evaluate_gate(run, validated=v, trained=t, tracking_uri=uri)
+    assert g.registers, g
+    p = pipeline.promote(run, decision=g)
+    c = pipeline.compress(run, validated=v, trained=t, tracking_uri=uri)
     r = pipeline.register(
-        "breast_cancer",
-        validated=v,
-        trained=t,
-        decision=g,
-        compressed=c,
-        tracking_uri=uri,
-        params={},
-        promotion=p,
-        **ids,
+        run, validated=v, trained=t, decision=g, compressed=c, tracking_uri=uri, promotion=p
     )
     assert environments, "the trainer logged no model through the fluent API"
     for env in [*environments, dict(os.environ)]:
@@ -95,8 +94,8 @@ def test_stages_register_through_basic_auth_with_the_hooks_credentials(
         assert not leaked, leaked
 
     client = hook.get_conn()
-    version = client.get_model_version(spec.registered_model_name, r["version"])
+    version = client.get_model_version(spec.registered_model_name, r.version)
     assert version.tags["conveyor.dag_run_id"] == "manual__auth"
-    assert client.get_registered_model(spec.registered_model_name).aliases["challenger"] == r["version"]
-    xcoms = json.dumps([v, t, g, c, r])
+    assert client.get_registered_model(spec.registered_model_name).aliases["challenger"] == r.version
+    xcoms = json.dumps([result.xcom() for result in (run, v, t, g, p, c, r)])
     assert ADMIN_PASSWORD not in xcoms and secret not in xcoms

@@ -8,13 +8,28 @@ import pytest
 
 from conveyor.evaluation.promotion import RegistrationRefused, authorize
 from conveyor.pipeline import RunParamsError, check_run_params
+from conveyor.stages import GateOutcome
 
 pytestmark = pytest.mark.unit
 
 
-def _decision(action: str, passed: bool, **extra: Any) -> dict[str, Any]:
+def _decision(action: str, passed: bool, **extra: Any) -> GateOutcome:
     mode = {"register": "enforce", "reject": "enforce", "dry_run": "dry_run"}.get(action, "require_approval")
-    return {"action": action, "passed": passed, "mode": mode, "reasons": ["r1", "r2"], **extra}
+    return GateOutcome.model_validate(
+        {
+            "action": action,
+            "passed": passed,
+            "mode": mode,
+            "reasons": ["r1", "r2"],
+            "primary_metric": "roc_auc",
+            "checks": [],
+            "challenger_metrics": {"roc_auc": 0.9},
+            "cold_start": True,
+            "register": action == "register" or bool(extra.get("forced")),
+            "await_approval": action == "await_approval",
+            **extra,
+        }
+    )
 
 
 APPROVED = {"chosen_options": ["Approve"], "responded_by_user": {"id": "7", "name": "bob"}}
@@ -41,10 +56,12 @@ def test_a_passing_enforced_challenger_is_promoted_by_the_gate_on_the_triggering
         (_decision("register", False), None, "only an override"),  # inconsistent: never trusted
     ],
 )
-def test_refusals_name_the_decision(decision: dict, approval: dict | None, message: str) -> None:
+def test_refusals_name_the_decision(decision: GateOutcome, approval: dict | None, message: str) -> None:
     with pytest.raises(RegistrationRefused, match=message) as err:
         authorize("churn", decision, approval=approval, triggered_by="alice")
-    assert "churn" in str(err.value) and repr(decision["action"]) in str(err.value)
+    assert "churn" in str(err.value) and repr(decision.action) in str(err.value)
+    with pytest.raises(RegistrationRefused, match=message):  # the same from its XCom JSON
+        authorize("churn", decision.xcom(), approval=approval, triggered_by="alice")
 
 
 def test_an_approval_is_credited_to_the_approver() -> None:
@@ -61,6 +78,7 @@ def test_an_override_carries_its_justification_and_user() -> None:
     decision = _decision("reject", False, forced=True, justification="hotfix for INC-42")
     granted = authorize("m", decision, triggered_by="alice")
     assert granted.is_override and granted.actor == "alice" and granted.justification == "hotfix for INC-42"
+    assert authorize("m", decision.xcom(), triggered_by="alice") == granted
 
 
 def test_run_params_are_checked_before_any_work() -> None:

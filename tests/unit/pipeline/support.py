@@ -6,46 +6,54 @@ Imported as ``unit.pipeline.support`` (``tests/`` is on ``sys.path``), never by 
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 END = date(2026, 11, 23)
 
 
-def run_stages(model: str, dag_run_id: str, tracking_uri: str, **gate: object) -> dict:
+def run_context(model: str, dag_run_id: str, **params: Any) -> Any:
+    """The :class:`~conveyor.stages.RunContext` of a DAG run of ``model`` over the window ending ``END``."""
+    from conveyor.stages import RunContext
+
+    return RunContext(
+        model=model,
+        dag_id=f"conveyor_train_{model}",
+        dag_run_id=dag_run_id,
+        window_end=END.isoformat(),
+        **params,
+    )
+
+
+def run_stages(model: str, dag_run_id: str, tracking_uri: str, **params: Any) -> dict[str, Any]:
     """Every stage in order, as far as the domain lets it go: ``promote`` decides, not this helper.
 
-    Runs retrain on the same landed window (``force_retrain``), as a person re-running a day would.
+    ``params`` are the run's (``gate_mode``, ``force``, ``justification``, ...; see ``RunContext``).
+    Runs retrain on the same landed window (``force_retrain``), as a person re-running a day would,
+    and are triggered by ``alice``. Each stage is handed the XCom JSON of the ones before it, as in the
+    DAG; the results are the stages' models.
     """
     from conveyor import pipeline
     from conveyor.evaluation.promotion import RegistrationRefused
 
-    v = pipeline.validate_data(
-        model,
-        dag_id=f"conveyor_train_{model}",
-        dag_run_id=dag_run_id,
-        tracking_uri=tracking_uri,
-        window_end=END.isoformat(),
-        force_retrain=True,
-    )
-    t = pipeline.train(model, validated=v, tracking_uri=tracking_uri)
-    g = pipeline.evaluate_gate(model, validated=v, trained=t, tracking_uri=tracking_uri, **gate)  # type: ignore[arg-type]
-    out = {"validated": v, "trained": t, "decision": g}
+    run = run_context(model, dag_run_id, triggered_by="alice", force_retrain=True, **params)
+    v = pipeline.validate_data(run, tracking_uri=tracking_uri)
+    t = pipeline.train(run, validated=v.xcom(), tracking_uri=tracking_uri)
+    g = pipeline.evaluate_gate(run, validated=v.xcom(), trained=t.xcom(), tracking_uri=tracking_uri)
+    out: dict[str, Any] = {"run": run, "validated": v, "trained": t, "decision": g}
     try:
-        out["promoted"] = pipeline.promote(model, decision=g, triggered_by="alice")
+        out["promoted"] = pipeline.promote(run, decision=g.xcom())
     except RegistrationRefused as exc:
         out["refused"] = str(exc)
         return out
-    c = pipeline.compress(model, validated=v, trained=t, tracking_uri=tracking_uri)
+    c = pipeline.compress(run, validated=v.xcom(), trained=t.xcom(), tracking_uri=tracking_uri)
     out["registered"] = pipeline.register(
-        model,
-        validated=v,
-        trained=t,
-        decision=g,
-        compressed=c,
+        run,
+        validated=v.xcom(),
+        trained=t.xcom(),
+        decision=g.xcom(),
+        compressed=c.xcom(),
         tracking_uri=tracking_uri,
-        dag_id=f"conveyor_train_{model}",
-        dag_run_id=dag_run_id,
-        params={},
-        promotion=out["promoted"],
+        promotion=out["promoted"].xcom(),
     )
     out["compressed"] = c
     return out

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from unit.pipeline.support import END, run_stages
+from unit.pipeline.support import END, run_context, run_stages
 
 pytestmark = pytest.mark.unit
 
@@ -22,27 +23,34 @@ def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri
     spec = load_spec("breast_cancer")
     land_demo_data(spec, days=spec.data.window_days, end_day=END, seed=0)
     first = run_stages("breast_cancer", "manual__1", tracking_uri)
-    assert first["decision"]["cold_start"] is True and first["decision"]["register"] is True
-    assert first["compressed"]["chosen"] == "none"
+    assert first["decision"].cold_start is True and first["decision"].registers is True
+    assert first["compressed"].chosen == "none"
     client = client_for(tracking_uri)
-    version = first["registered"]["version"]
+    version = first["registered"].version
+    assert first["registered"].alias == "challenger" and first["registered"].created is True
     assert get_alias_version(client, spec.registered_model_name, "challenger") == version
 
-    again = register(
-        "breast_cancer",
+    again = register(  # a retry of the task, with the models themselves this time
+        first["run"],
         validated=first["validated"],
         trained=first["trained"],
         decision=first["decision"],
         compressed=first["compressed"],
         tracking_uri=tracking_uri,
-        dag_id="conveyor_train_breast_cancer",
-        dag_run_id="manual__1",
-        params={},
         promotion=first["promoted"],
     )
-    assert again["version"] == version and again["created"] is False
+    assert again.version == version and again.created is False
     mv = client.get_model_version(spec.registered_model_name, version)
     assert mv.tags["conveyor.promotion"] == "gate" and mv.tags["conveyor.promoted_by"] == "alice"
+    assert json.loads(mv.tags["conveyor.params"]) == {
+        "window_end": END.isoformat(),
+        "window_days": None,
+        "gate_mode": "spec",
+        "compression": None,
+        "force": False,
+        "justification": None,
+        "force_retrain": True,
+    }
     assert len(client.search_model_versions(f"name='{spec.registered_model_name}'")) == 1
 
     set_alias(
@@ -56,30 +64,23 @@ def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri
     )
     # the same window again: the champion was trained on exactly these rows, so nothing is trained
     unchanged = pipeline.validate_data(
-        "breast_cancer",
-        dag_id="conveyor_train_breast_cancer",
-        dag_run_id="manual__same",
-        tracking_uri=tracking_uri,
-        window_end=END.isoformat(),
+        run_context("breast_cancer", "manual__same"), tracking_uri=tracking_uri
     )
-    assert unchanged["unchanged"] is True and unchanged["champion_version"] == version
-    assert "snapshot" not in unchanged and unchanged["fingerprint"] == first["validated"]["fingerprint"]
-    run = client.get_run(unchanged["run_id"])
+    assert unchanged.unchanged is True and unchanged.champion_version == version
+    assert unchanged.snapshot is None and unchanged.fingerprint == first["validated"].fingerprint
+    assert unchanged.xcom()["unchanged"] is True  # what the DAG's data_changed short circuit reads
+    run = client.get_run(unchanged.run_id)
     assert run.data.tags["conveyor.outcome"] == "unchanged_data"
     # a window one day shorter holds other rows: new data
     moved = pipeline.validate_data(
-        "breast_cancer",
-        dag_id="conveyor_train_breast_cancer",
-        dag_run_id="manual__next",
+        run_context("breast_cancer", "manual__next", window_days=spec.data.window_days - 1),
         tracking_uri=tracking_uri,
-        window_end=END.isoformat(),
-        window_days=spec.data.window_days - 1,
     )
-    assert moved["unchanged"] is False and moved["snapshot"]
-    dry = run_stages("breast_cancer", "manual__2", tracking_uri, mode="dry_run")
-    assert dry["decision"]["cold_start"] is False
-    assert dry["decision"]["champion_version"] == version
-    assert dry["decision"]["action"] == "dry_run" and dry["decision"]["register"] is False
+    assert moved.unchanged is False and moved.snapshot is not None
+    dry = run_stages("breast_cancer", "manual__2", tracking_uri, gate_mode="dry_run")
+    assert dry["decision"].cold_start is False
+    assert dry["decision"].champion_version == version
+    assert dry["decision"].action == "dry_run" and dry["decision"].registers is False
     assert "dry run registers nothing" in dry["refused"]
     assert len(client.search_model_versions(f"name='{spec.registered_model_name}'")) == 1
 
@@ -87,9 +88,9 @@ def test_stages_register_once_per_run_and_gate_against_the_champion(tracking_uri
 @pytest.mark.parametrize(
     ("gate", "refusal"),
     [
-        ({"mode": "dry_run"}, "dry run registers nothing"),
-        ({"mode": "dry_run", "force": True, "justification": "ship it"}, "dry run registers nothing"),
-        ({"mode": "require_approval"}, "nobody approved"),
+        ({"gate_mode": "dry_run"}, "dry run registers nothing"),
+        ({"gate_mode": "dry_run", "force": True, "justification": "ship it"}, "dry run registers nothing"),
+        ({"gate_mode": "require_approval"}, "nobody approved"),
     ],
 )
 def test_register_refuses_what_the_gate_did_not_let_through(
@@ -106,19 +107,16 @@ def test_register_refuses_what_the_gate_did_not_let_through(
     out = run_stages("breast_cancer", "manual__x", tracking_uri, **gate)
     assert refusal in out["refused"]
     c = pipeline.compress(
-        "breast_cancer", validated=out["validated"], trained=out["trained"], tracking_uri=tracking_uri
+        out["run"], validated=out["validated"], trained=out["trained"], tracking_uri=tracking_uri
     )
     with pytest.raises(RegistrationRefused, match=refusal):
         pipeline.register(
-            "breast_cancer",
+            out["run"],
             validated=out["validated"],
             trained=out["trained"],
             decision=out["decision"],
             compressed=c,
             tracking_uri=tracking_uri,
-            dag_id="conveyor_train_breast_cancer",
-            dag_run_id="manual__x",
-            params={},
         )
     client = client_for(tracking_uri)
     assert client.search_registered_models() == []
@@ -143,14 +141,7 @@ def test_bad_batch_fails_validation_naming_checks_and_rows(tracking_uri: str) ->
         spec, days=2, end_day=END, rows_per_day=400, seed=3, corruption=["nulls", "wrong_types"]
     )
     with pytest.raises(PermanentError) as err:
-        pipeline.validate_data(
-            "churn",
-            dag_id="d",
-            dag_run_id="manual__bad",
-            tracking_uri=tracking_uri,
-            window_end=END.isoformat(),
-            window_days=2,
-        )
+        pipeline.validate_data(run_context("churn", "manual__bad", window_days=2), tracking_uri=tracking_uri)
     message = str(err.value)
     assert "expect_column_values_to" in message.lower() or "ExpectColumnValues" in message
     from conveyor.data.storage import read_parquet
@@ -180,12 +171,7 @@ def test_an_unreadable_parquet_file_fails_once_naming_it(tracking_uri: str) -> N
     path.write_bytes(path.read_bytes()[:-40])  # a broken footer
     with pytest.raises(UnreadableBatchError) as err:
         pipeline.validate_data(
-            "churn",
-            dag_id="d",
-            dag_run_id="manual__broken",
-            tracking_uri=tracking_uri,
-            window_end=END.isoformat(),
-            window_days=2,
+            run_context("churn", "manual__broken", window_days=2), tracking_uri=tracking_uri
         )
     assert isinstance(err.value, PermanentError)  # deterministic: no retry
     assert broken in str(err.value) and "not readable Parquet" in str(err.value)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from unit.pipeline.support import END, run_stages
+from unit.pipeline.support import END, run_context, run_stages
 
 pytestmark = pytest.mark.unit
 
@@ -67,12 +67,10 @@ def _out_of_range(ids: set[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return edit
 
 
-def _validate(tracking_uri: str, dag_run_id: str) -> dict[str, Any]:
+def _validate(tracking_uri: str, dag_run_id: str) -> Any:
     from conveyor import pipeline
 
-    return pipeline.validate_data(
-        MODEL, dag_id="d", dag_run_id=dag_run_id, tracking_uri=tracking_uri, window_end=END.isoformat()
-    )
+    return pipeline.validate_data(run_context(MODEL, dag_run_id), tracking_uri=tracking_uri)
 
 
 def _run_of(tracking_uri: str, dag_run_id: str) -> Any:
@@ -106,48 +104,48 @@ def test_quarantined_rows_are_set_aside_written_and_left_out_of_the_snapshot(
     stages = run_stages(MODEL, "manual__q", tracking_uri)  # validate_data, then on to register
     out = stages["validated"]
 
-    assert out["unchanged"] is False and out["rows"] == len(landed) == 569
-    assert out["quarantined_rows"] == 3
-    rows = read_parquet(out["quarantine_uri"])
+    assert out.unchanged is False and out.rows == len(landed) == 569
+    assert out.quarantined_rows == 3
+    rows = read_parquet(out.quarantine_uri)
     assert set(rows["sample_id"]) == bad and len(rows) == 3
     assert set(rows[QUARANTINE_REASON_COLUMN]) == {f"{BETWEEN}:mean_radius: 99.0 is outside [0.0, 50.0]"}
-    train, evaluation = load_snapshot(out["snapshot"])
+    train, evaluation = load_snapshot(out.snapshot)
     frozen = pd.concat([train, evaluation])
-    assert len(frozen) == out["snapshot"]["rows"] == 569 - 3
+    assert len(frozen) == out.snapshot.rows == 569 - 3
     assert not frozen["sample_id"].isin(bad).any() and frozen["mean_radius"].max() <= 50
     tags = _run_of(tracking_uri, "manual__q").data.tags
     assert tags["conveyor.quarantined_rows"] == "3"
-    assert tags["conveyor.quarantine_uri"] == out["quarantine_uri"]
-    assert tags["conveyor.data_fingerprint"] == out["fingerprint"] == out["snapshot"]["fingerprint"]
-    assert json.loads(tags["conveyor.label_mix"]) == out["label_mix"]
+    assert tags["conveyor.quarantine_uri"] == out.quarantine_uri
+    assert tags["conveyor.data_fingerprint"] == out.fingerprint == out.snapshot.fingerprint
+    assert json.loads(tags["conveyor.label_mix"]) == out.label_mix
     clean = landed[~landed["sample_id"].isin(bad)]
-    assert out["label_mix"] == pytest.approx(
+    assert out.label_mix == pytest.approx(
         clean["malignant"].value_counts(normalize=True).rename(str).to_dict()
     )
     report = _report(tracking_uri, _run_of(tracking_uri, "manual__q"))
     assert report["success"] is True and report["quarantined_rows"] == 3
     assert [(c["expectation"], c["column"]) for c in report["quarantined"]] == [(BETWEEN, "mean_radius")]
-    assert len(json.dumps(out)) < 2_000  # XCom: no rows
+    assert len(json.dumps(out.xcom())) < 2_000  # XCom: no rows
     registered = (
         client_for(tracking_uri)
-        .get_model_version(spec.registered_model_name, stages["registered"]["version"])
+        .get_model_version(spec.registered_model_name, stages["registered"].version)
         .tags
     )
     assert registered["conveyor.validation"] == (
-        f"passed ({out['checks']} checks on 569 rows; 3 quarantined, not trained on)"
+        f"passed ({out.checks} checks on 569 rows; 3 quarantined, not trained on)"
     )
-    assert json.loads(registered["conveyor.label_mix"]) == out["label_mix"]
+    assert json.loads(registered["conveyor.label_mix"]) == out.label_mix
 
     again = _validate(tracking_uri, "manual__q")  # a retry of the same DAG run
     assert again == out
-    pd.testing.assert_frame_equal(read_parquet(again["quarantine_uri"]), rows)
+    pd.testing.assert_frame_equal(read_parquet(again.quarantine_uri), rows)
 
     # The batch is fixed and the task cleared: the quarantine file and its tag go (the frozen snapshot of
     # this DAG run holds other rows, so freezing refuses, as for any re-run on changed data).
     _land(spec)
     with pytest.raises(SnapshotError, match="already holds different data"):
         _validate(tracking_uri, "manual__q")
-    assert not exists(out["quarantine_uri"])
+    assert not exists(out.quarantine_uri)
     tags = _run_of(tracking_uri, "manual__q").data.tags
     assert tags["conveyor.quarantined_rows"] == "0" and "conveyor.quarantine_uri" not in tags
 
@@ -185,10 +183,10 @@ def test_the_label_mix_is_checked_against_the_one_the_champion_was_trained_on(
     spec = use_spec()
     _land(spec)
     first = run_stages(MODEL, "manual__1", tracking_uri)
-    reference = first["validated"]["label_mix"]
+    reference = first["validated"].label_mix
     assert reference == pytest.approx({"0": 357 / 569, "1": 212 / 569}, abs=1e-6)
     client = client_for(tracking_uri)
-    version = first["registered"]["version"]
+    version = first["registered"].version
     mv = client.get_model_version(spec.registered_model_name, version)
     assert json.loads(mv.tags["conveyor.label_mix"]) == reference
     set_alias(
@@ -201,8 +199,8 @@ def test_the_label_mix_is_checked_against_the_one_the_champion_was_trained_on(
     assert window[1] < reference["1"] - 0.2
 
     warned = _validate(tracking_uri, "manual__shift")  # label_mix warns by default: the run goes on
-    assert warned["unchanged"] is False and warned["snapshot"]["rows"] == len(shifted)
-    assert warned["label_mix"] == pytest.approx({"0": window[0], "1": window[1]}, abs=1e-6)
+    assert warned.unchanged is False and warned.snapshot.rows == len(shifted)
+    assert warned.label_mix == pytest.approx({"0": window[0], "1": window[1]}, abs=1e-6)
     report = _report(tracking_uri, _run_of(tracking_uri, "manual__shift"))
     assert report["success"] is True
     assert [c["expectation"] for c in report["warnings"]] == ["label_mix"]
