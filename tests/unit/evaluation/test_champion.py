@@ -192,3 +192,23 @@ def test_a_tampered_champion_is_refused_by_the_gate(client: Any, spec: Any, eval
     assert decision.champion_error is not None
     assert f"models:/{spec.registered_model_name}/{version}" in decision.champion_error
     assert "sha256" in decision.champion_error and "nothing was loaded" in decision.champion_error
+
+
+def test_a_challenger_better_only_by_noise_is_not_promoted(client: Any, spec: Any, eval_df: Any) -> None:
+    """Two real logged models whose ROC AUC difference lies inside the paired interval."""
+    near = {"coef": {"x1": 1.8, "x2": 1.0}, "intercept": 0.0}  # almost the true model's ranking
+    _make_champion(client, spec, near)
+    _, uri = _logged(client, spec, "manual__noise", support.GOOD_WEIGHTS)
+    by_interval = evaluate(client, spec, uri, eval_df, n_boot=300, seed=7, explain=False).decision
+    paired = by_interval.paired
+    assert paired is not None and paired.delta > 0  # the challenger is better on these rows...
+    assert paired.ci_low < 0 < paired.ci_high  # ...by less than the noise of 600 rows
+    assert by_interval.passed is False and by_interval.action == "reject"
+    check = next(c for c in by_interval.checks if c.name == "paired_bootstrap:roc_auc")
+    assert check.passed is False and "within what noise explains" in check.reason
+    # the same two models, judged on the point estimate alone, would have promoted the challenger
+    point = spec.model_copy(update={"gate": spec.gate.model_copy(update={"decide_on": "point_estimate"})})
+    assert evaluate(client, point, uri, eval_df, n_boot=300, seed=7, explain=False).decision.passed is True
+    # and a non-inferiority margin wider than the interval's lower bound lets it through
+    margin = spec.model_copy(update={"gate": spec.gate.model_copy(update={"min_improvement": -0.005})})
+    assert evaluate(client, margin, uri, eval_df, n_boot=300, seed=7, explain=False).decision.passed is True
