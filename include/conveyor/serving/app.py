@@ -44,7 +44,7 @@ from conveyor.serving.schemas import (
     StageReport,
     StageRequest,
 )
-from conveyor.serving.state import ModelServer, read_specs
+from conveyor.serving.state import ModelServer, scan_specs
 from conveyor.serving.validation import (
     DEFAULT_MAX_ROWS,
     Batch,
@@ -71,22 +71,36 @@ def create_app(
     max_batch_rows: int = DEFAULT_MAX_ROWS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     load_attempts: int = 3,
+    champion_recheck_s: float = 30.0,
 ) -> FastAPI:
     """Build the model-server app for every spec in ``settings.specs_dir``.
 
     Models load in a background thread started by the lifespan, so the port opens at once and
-    ``/health/ready`` says 503 until every model with a champion is loaded and checked.
+    ``/health/ready`` says 503 until every model with a champion is loaded and checked. A spec file
+    that does not parse is logged and listed under ``spec_errors`` in ``/health/ready``; the other
+    models serve. Specs added to the folder later are found at run time (see
+    :meth:`ModelServer.refresh_specs`), so a new model needs no restart.
 
     Args:
         settings: defaults to the process settings (``CONVEYOR_*`` environment).
         max_batch_rows: rows per prediction request above which the request is refused (422).
         max_body_bytes: request bodies above this size are refused (413).
         load_attempts: tries per model at startup (MLflow may come up after the server).
+        champion_recheck_s: least pause before a prediction for a model without a champion makes
+            the server look for ``@champion`` in the registry again.
     """
     settings = settings or get_settings()
-    specs = read_specs(settings.specs_dir)
+    specs, spec_errors = scan_specs(settings.specs_dir)
     metrics = ServerMetrics()
-    server = ModelServer(settings, specs, metrics, load_attempts=load_attempts)
+    server = ModelServer(
+        settings,
+        specs,
+        metrics,
+        load_attempts=load_attempts,
+        specs_dir=settings.specs_dir,
+        spec_errors=spec_errors,
+        champion_recheck_s=champion_recheck_s,
+    )
     predlog = PredictionLogWriter(
         settings.data_root,
         on_drop=lambda model, reason, n: metrics.log_dropped.labels(model, reason).inc(n),
@@ -149,9 +163,10 @@ def create_app(
             note = "every model with a champion is loaded and answered its golden rows"
         else:
             note = "a model with a champion is not loaded or failed its golden rows"
-        return JSONResponse(
-            {"ready": is_ready, "detail": note, "models": detail}, status_code=200 if is_ready else 503
-        )
+        body: dict[str, Any] = {"ready": is_ready, "detail": note, "models": detail}
+        if server.spec_errors:
+            body["spec_errors"] = dict(server.spec_errors)
+        return JSONResponse(body, status_code=200 if is_ready else 503)
 
     # -- metadata -----------------------------------------------------------------------------------
 
@@ -161,11 +176,13 @@ def create_app(
 
     @app.get("/v2", tags=["oip"])
     def server_metadata() -> dict[str, Any]:
+        server.refresh_specs()
         return {
             "name": SERVER_NAME,
             "version": conveyor.__version__,
             "extensions": [],
             "models": sorted(server.slots),
+            "spec_errors": dict(server.spec_errors),
         }
 
     @app.get("/v2/models/{name}", tags=["oip"])
@@ -223,6 +240,8 @@ def create_app(
                         status=400,
                     )
                 name = next(iter(server.slots))
+            if name not in server.slots:  # reads the specs folder again: off the event loop
+                await run_in_threadpool(server.slot, name)
             slot = server.slot(name)
             label = name
             slot, model = server.serving(name)

@@ -48,8 +48,9 @@ class InvalidInput(ServingError):
 class UnknownModel(ServingError):
     """No spec of that name is served (404); the message lists the served names."""
 
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(404, f"unknown model {name!r}; this server serves {known}")
+    def __init__(self, name: str, known: list[str], note: str | None = None) -> None:
+        message = f"unknown model {name!r}; this server serves {known}"
+        super().__init__(404, f"{message}; {note}" if note else message)
 
 
 class ModelNotReady(ServingError):

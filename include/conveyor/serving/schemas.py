@@ -109,6 +109,11 @@ class ModelStatus(_Frozen):
     p95_latency_ms: float | None = None
     staged_version: str | None = None
     error: str | None = None
+    spec_removed: bool = Field(
+        default=False,
+        description="its spec left the specs folder (removed, renamed or invalid) while it was "
+        "served: it serves what it loaded until the server restarts",
+    )
 
 
 class ErrorBody(_Frozen):

@@ -11,6 +11,14 @@ Kubernetes Deployment per model and version, rolled out when the version changes
 ``CONVEYOR_SERVE_MODELS`` and ``CONVEYOR_PINNED_VERSIONS``: a pinned model loads exactly that
 version at startup and on reload, and a missing pinned version is an error (readiness stays 503, so
 a rollout to it never replaces the pods that serve).
+
+The specs folder is read again at run time, so a spec added to a running stack needs no restart: a
+request that names a model the process does not know (and the readiness and listing routes) first
+checks whether the folder changed (names, sizes and mtimes of its ``*.yaml``, no parsing), and only
+then parses it again. A process that serves every spec adds a slot for each new one and loads its
+``@champion`` in the background, as at startup. A spec file that does not parse is logged and
+reported (``/health/ready``'s ``spec_errors``) but never stops the other models; a spec removed
+while served keeps serving what it loaded (``spec_removed`` in ``/models``) until the next restart.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,15 +61,19 @@ def select_specs(
     specs: Iterable[ModelSpec],
     serve_models: Iterable[str] = (),
     pinned_versions: Mapping[str, str] | None = None,
+    broken: Collection[str] = (),
 ) -> list[ModelSpec]:
     """The specs one server process serves: those named in ``serve_models`` (every spec if empty).
+
+    A name in ``broken`` (the stem of a spec file that does not parse) is skipped rather than
+    refused: the server starts, and reports that file instead of serving the model.
 
     Raises:
         ValueError: a served or pinned model has no spec, or a pinned model is not served; the
             message names the setting to fix.
     """
     by_name = {spec.name: spec for spec in specs}
-    wanted = list(dict.fromkeys(serve_models))
+    wanted = [name for name in dict.fromkeys(serve_models) if name not in broken or name in by_name]
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
         raise ValueError(
@@ -70,7 +82,7 @@ def select_specs(
         )
     selected = [by_name[name] for name in wanted] if wanted else list(by_name.values())
     served = {spec.name for spec in selected}
-    stray = sorted(name for name in pinned_versions or {} if name not in served)
+    stray = sorted(name for name in pinned_versions or {} if name not in served and name not in broken)
     if stray:
         raise ValueError(
             f"CONVEYOR_PINNED_VERSIONS pins {stray}, which this server does not serve "
@@ -85,28 +97,68 @@ def read_specs(specs_dir: Path) -> list[ModelSpec]:
     Raises:
         ValueError: a spec file does not validate; the message names the file.
     """
+    specs, errors = scan_specs(specs_dir)
+    if errors:
+        file_name, error = next(iter(errors.items()))
+        raise ValueError(f"model spec {Path(specs_dir) / file_name} is invalid: {error}")
+    return specs
+
+
+def scan_specs(specs_dir: Path) -> tuple[list[ModelSpec], dict[str, str]]:
+    """Every spec in ``specs_dir`` that validates, and the error of each file that does not.
+
+    One bad file never hides the others: its error is returned under its file name (as is a second
+    file declaring a model name another file already declares), for the server to log and report.
+    """
     import yaml
 
     from conveyor.config import ModelSpec
 
-    specs = []
+    specs: list[ModelSpec] = []
+    errors: dict[str, str] = {}
+    declared: dict[str, str] = {}
     paths = sorted(Path(specs_dir).glob("*.yaml"))
     if not paths:
         log.warning("no model specs in %s: the server will serve nothing", specs_dir)
     for path in paths:
         try:
-            specs.append(ModelSpec.model_validate(yaml.safe_load(path.read_text())))
+            spec = ModelSpec.model_validate(yaml.safe_load(path.read_text()))
         except Exception as exc:
-            raise ValueError(f"model spec {path} is invalid: {exc}") from exc
-    return specs
+            errors[path.name] = f"{type(exc).__name__}: {exc}"[:2000]
+            continue
+        if spec.name in declared:
+            errors[path.name] = (
+                f"declares model {spec.name!r}, which {declared[spec.name]} already declares; ignored"
+            )
+            continue
+        declared[spec.name] = path.name
+        specs.append(spec)
+    return specs, errors
+
+
+def specs_fingerprint(specs_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, mtime and size of every spec file: a change means the folder is worth parsing again."""
+    out = []
+    for path in sorted(Path(specs_dir).glob("*.yaml")):
+        try:
+            stat = path.stat()
+        except OSError:  # removed between the listing and the stat
+            continue
+        out.append((path.name, stat.st_mtime_ns, stat.st_size))
+    return tuple(out)
 
 
 class ModelSlot:
     """One spec's models: what serves, what is staged, and how the last load went."""
 
-    def __init__(self, spec: ModelSpec, pinned_version: str | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, pinned_version: str | None = None, *, discovered: bool = False
+    ) -> None:
         self.spec = spec
         self.pinned_version = pinned_version
+        self.discovered = discovered  # added at run time, not at startup
+        self.spec_removed = False  # its spec file left the specs folder while it was served
+        self.champion_checked_at = time.monotonic()
         self.serving: LoadedModel | None = None
         self.staged: LoadedModel | None = None
         self.last_stage: StageReport | None = None
@@ -135,6 +187,7 @@ class ModelSlot:
             p95_latency_ms=model.p95_latency_ms if model else None,
             staged_version=staged.version if staged else None,
             error=self.error or (model.golden.error if model else None),
+            spec_removed=self.spec_removed,
         )
 
 
@@ -149,6 +202,12 @@ class ModelServer:
         load_attempts: tries per model at startup before it is reported as ``error``
             (MLflow may start after the server).
         retry_delay_s: first pause between tries, doubled each time.
+        specs_dir: the folder ``specs`` came from, read again at run time for specs added (or
+            removed) since; ``None``: the specs are fixed.
+        spec_errors: file name -> error of each spec file that did not parse (see
+            :func:`scan_specs`); reported, and never served.
+        champion_recheck_s: least pause before a request for a model without a champion makes the
+            server look for ``@champion`` in the registry again (in the background).
     """
 
     def __init__(
@@ -159,25 +218,94 @@ class ModelServer:
         *,
         load_attempts: int = 3,
         retry_delay_s: float = 2.0,
+        specs_dir: Path | None = None,
+        spec_errors: Mapping[str, str] | None = None,
+        champion_recheck_s: float = 30.0,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.specs_dir = specs_dir
+        self.spec_errors: dict[str, str] = {}
+        self._note_spec_errors(dict(spec_errors or {}))
         pins = settings.pinned_versions
-        self.slots: dict[str, ModelSlot] = {
-            s.name: ModelSlot(s, pins.get(s.name)) for s in select_specs(specs, settings.serve_models, pins)
-        }
+        broken = {Path(name).stem for name in self.spec_errors}
+        selected = select_specs(specs, settings.serve_models, pins, broken)
+        self.slots: dict[str, ModelSlot] = {s.name: ModelSlot(s, pins.get(s.name)) for s in selected}
         self.load_attempts = max(1, load_attempts)
         self.retry_delay_s = retry_delay_s
+        self.champion_recheck_s = champion_recheck_s
         self.initial_load_done = threading.Event()
         self._thread: threading.Thread | None = None
+        # Held while the specs folder is read again and slots are added; ``self.slots`` is only ever
+        # replaced by a new dict (one reference assignment), so readers iterate a stable one.
+        self._specs_lock = threading.Lock()
+        self._fingerprint: tuple[tuple[str, int, int], ...] | None = None  # None: not looked yet
+        self._recheck_lock = threading.Lock()
 
     # -- lookup -------------------------------------------------------------------------------------
 
     def slot(self, name: str) -> ModelSlot:
-        try:
-            return self.slots[name]
-        except KeyError:
-            raise UnknownModel(name, sorted(self.slots)) from None
+        """The slot of ``name``; an unknown name first makes the server look at its specs folder again.
+
+        Raises:
+            UnknownModel: still no (valid) spec of that name; the message lists the served models.
+        """
+        found = self.slots.get(name)
+        if found is None:
+            self.refresh_specs()
+            found = self.slots.get(name)
+        if found is None:
+            error = self.spec_errors.get(f"{name}.yaml")
+            note = f"its spec file {name}.yaml does not parse: {error}" if error else None
+            raise UnknownModel(name, sorted(self.slots), note)
+        return found
+
+    def refresh_specs(self) -> None:
+        """Read the specs folder again if it changed since the last look (no parsing when it did not).
+
+        Each spec that is new gets a slot (when this process serves every spec, or names it in
+        ``serve_models``) and its ``@champion`` (or pinned version) loads in the background as at
+        startup. A served model whose spec left the folder keeps serving and is marked
+        ``spec_removed``; spec files that do not parse are logged and listed in ``spec_errors``.
+        """
+        if self.specs_dir is None:
+            return
+        with self._specs_lock:
+            fingerprint = specs_fingerprint(self.specs_dir)
+            if fingerprint == self._fingerprint:
+                return
+            specs, errors = scan_specs(self.specs_dir)
+            self._fingerprint = fingerprint
+            self._note_spec_errors(errors)
+            valid = {spec.name for spec in specs}
+            for slot in self.slots.values():
+                removed = slot.spec.name not in valid
+                if removed and not slot.spec_removed:
+                    log.warning(
+                        "the spec of %s is no longer in %s (removed, renamed or invalid); it keeps "
+                        "serving what it loaded until the server restarts",
+                        slot.spec.name,
+                        self.specs_dir,
+                    )
+                slot.spec_removed = removed
+            wanted = set(self.settings.serve_models)
+            pins = self.settings.pinned_versions
+            new = [s for s in specs if s.name not in self.slots and (not wanted or s.name in wanted)]
+            if not new:
+                return
+            added = {s.name: ModelSlot(s, pins.get(s.name), discovered=True) for s in new}
+            self.slots = {**self.slots, **added}
+        for name in added:
+            log.info("found the spec of %s in %s; loading its champion", name, self.specs_dir)
+            threading.Thread(
+                target=self._load_with_retries, args=(name,), name=f"model-loader-{name}", daemon=True
+            ).start()
+
+    def _note_spec_errors(self, errors: dict[str, str]) -> None:
+        for file_name, error in errors.items():
+            if self.spec_errors.get(file_name) != error:
+                log.error("model spec %s is invalid and is not served: %s", file_name, error)
+        self.spec_errors = errors
 
     def serving(self, name: str) -> tuple[ModelSlot, LoadedModel]:
         """The slot and the model that answers for ``name`` right now (one reference, read once)."""
@@ -188,21 +316,36 @@ class ModelServer:
                 reason = "it is still loading; retry shortly"
             elif slot.state == NO_CHAMPION:
                 reason = f"{slot.spec.registered_model_name!r} has no @champion version yet"
+                self._recheck_champion(slot)
             else:
                 reason = f"loading failed: {slot.error}"
             raise ModelNotReady(name, reason)
         return slot, model
 
+    def _recheck_champion(self, slot: ModelSlot) -> None:
+        """Look for a ``@champion`` set since the last look, in the background, at most every
+        ``champion_recheck_s`` seconds per model (the registry is not asked on every request)."""
+        with self._recheck_lock:
+            if time.monotonic() - slot.champion_checked_at < self.champion_recheck_s:
+                return
+            slot.champion_checked_at = time.monotonic()
+        threading.Thread(
+            target=self._load_with_retries, args=(slot.spec.name,), name="champion-check", daemon=True
+        ).start()
+
     def statuses(self) -> list[ModelStatus]:
+        self.refresh_specs()
         return [slot.status() for slot in self.slots.values()]
 
     def readiness(self) -> tuple[bool, dict[str, dict[str, object]]]:
         """Ready when the first load pass is over and every model with a champion answers its golden rows."""
+        self.refresh_specs()
         detail: dict[str, dict[str, object]] = {}
         ready = self.initial_load_done.is_set()
         for name, slot in self.slots.items():
             status = slot.status()
-            blocking = slot.state != NO_CHAMPION and not slot.ready
+            # A model found at run time never takes a serving process out of rotation.
+            blocking = slot.state != NO_CHAMPION and not slot.ready and not slot.discovered
             if blocking:
                 ready = False
             if slot.state == NO_CHAMPION:
@@ -215,12 +358,22 @@ class ModelServer:
                 why = "loaded, golden rows answered within tolerance"
             else:
                 why = status.error or "not loaded"
+            if slot.discovered and not slot.ready:
+                why += " (found at run time: does not block readiness)"
+            if slot.spec_removed:
+                why += f"; its spec left {self.specs_dir}: it serves what it loaded until a restart"
             detail[name] = {
                 "state": slot.state,
                 "ready": slot.ready,
                 "version": status.version,
                 "detail": why,
             }
+        for name in self.settings.serve_models:
+            if name not in self.slots:  # named by CONVEYOR_SERVE_MODELS but its spec file is invalid
+                ready = False
+                error = self.spec_errors.get(f"{name}.yaml")
+                why = f"spec file {name}.yaml is invalid: {error}" if error else "no spec in the folder"
+                detail[name] = {"state": ERROR, "ready": False, "version": None, "detail": why}
         return ready, detail
 
     # -- startup ------------------------------------------------------------------------------------
@@ -239,32 +392,45 @@ class ModelServer:
             self.initial_load_done.set()
 
     def _load_with_retries(self, name: str) -> None:
+        """Load what the slot should serve unless something serves already (startup, a model found
+        at run time, a champion check). A stage and promote running meanwhile wins: neither the
+        loaded model nor a failure is written over a model promoted in between."""
         slot = self.slots[name]
         delay = self.retry_delay_s
         for attempt in range(1, self.load_attempts + 1):
-            try:
-                with slot.load_lock:
-                    if slot.serving is not None:  # an admin reload got there first
-                        return
+            with slot.load_lock:
+                if slot.serving is not None:  # an admin reload or promote got there first
+                    return
+                try:
                     model = self._load_configured(slot)
-                    self._install(slot, model)
-                return
-            except NoChampion as exc:
-                slot.state, slot.error = NO_CHAMPION, str(exc)
-                self.metrics.model_ready.labels(name).set(0)
-                return
-            except PinnedVersionMissing as exc:
-                slot.state, slot.error = ERROR, str(exc)
-                self.metrics.model_ready.labels(name).set(0)
-                log.error("not serving %s: %s", name, exc)
-                return
-            except Exception as exc:
-                slot.state, slot.error = ERROR, f"{type(exc).__name__}: {exc}"
-                self.metrics.model_ready.labels(name).set(0)
-                log.warning("loading %s (attempt %d/%d) failed: %s", name, attempt, self.load_attempts, exc)
-                if attempt < self.load_attempts:
-                    time.sleep(delay)
-                    delay *= 2
+                except NoChampion as exc:
+                    self._mark_failed(slot, NO_CHAMPION, str(exc))
+                    return
+                except PinnedVersionMissing as exc:
+                    if self._mark_failed(slot, ERROR, str(exc)):
+                        log.error("not serving %s: %s", name, exc)
+                    return
+                except Exception as exc:
+                    if not self._mark_failed(slot, ERROR, f"{type(exc).__name__}: {exc}"):
+                        return
+                    log.warning(
+                        "loading %s (attempt %d/%d) failed: %s", name, attempt, self.load_attempts, exc
+                    )
+                else:
+                    self._install(slot, model, only_if_empty=True)
+                    return
+            if attempt < self.load_attempts:
+                time.sleep(delay)
+                delay *= 2
+
+    def _mark_failed(self, slot: ModelSlot, state: str, error: str) -> bool:
+        """Record a failed load unless a model serves meanwhile; return whether it was recorded."""
+        with slot.swap_lock:
+            if slot.serving is not None:
+                return False
+            slot.state, slot.error = state, error
+        self.metrics.model_ready.labels(slot.spec.name).set(0)
+        return True
 
     def _load_configured(self, slot: ModelSlot) -> LoadedModel:
         """Load the slot's pinned version if it has one, else what ``@champion`` names."""
@@ -308,10 +474,15 @@ class ModelServer:
                 ) from None
             raise
 
-    def _install(self, slot: ModelSlot, model: LoadedModel) -> str | None:
-        """Swap ``model`` in as what serves; return the version it replaced."""
+    def _install(self, slot: ModelSlot, model: LoadedModel, *, only_if_empty: bool = False) -> str | None:
+        """Swap ``model`` in as what serves; return the version it replaced.
+
+        With ``only_if_empty`` a model that started serving meanwhile (a promote) stays.
+        """
         with slot.swap_lock:
             old = slot.serving
+            if only_if_empty and old is not None:
+                return old.version
             slot.serving = model
             slot.state, slot.error = LOADED, None
         old_version = old.version if old else None

@@ -24,6 +24,7 @@ class Stack:
     server_url: str
     token: str
     data_root: Path
+    specs_dir: Path
     versions: dict[str, str]
     weights: dict[str, dict[str, Any]]
     server: subprocess.Popen[bytes]
@@ -86,6 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             server_url=server_url,
             token=token,
             data_root=data_root,
+            specs_dir=specs,
             versions=versions,
             weights=weights,
             server=server_proc,

@@ -1,7 +1,8 @@
 """The model server as a real uvicorn process against a real MLflow tracking server.
 
 Ready after load → predict → stage and promote v2 while a client hammers ``/invocations`` (no
-failed request) → metrics moved → a graceful shutdown flushes the prediction log. The module shares
+failed request) → metrics moved → a spec added to the running server deploys and serves without a
+restart → a graceful shutdown flushes the prediction log. The module shares
 one server pair; the shutdown test runs last.
 """
 
@@ -190,6 +191,32 @@ def test_a_tampered_artifact_is_refused_and_the_champion_keeps_serving(
     with pytest.raises(ModelServerError):
         client.promote("tiny", version)
     assert client.ready()["models"]["tiny"]["version"] == serving
+
+
+def test_a_spec_added_to_the_running_server_deploys_without_a_restart(
+    stack: Any, client: ModelServerClient
+) -> None:
+    """The bug: a model trained after the stack started got 404 on its deploy until a restart."""
+    client.wait_ready(timeout=180)
+    pid = stack.server.pid
+    registered = "conveyor-it-added"
+    uri, weights = support.log_tiny_model(stack.mlflow_uri, stack.train, artifact_root=None, offset=0.2)
+    version = support.register(stack.mlflow_uri, registered, uri, alias=None)
+    support.write_spec(stack.specs_dir, "added", registered)
+
+    report = client.stage("added", version)  # what the deploy DAG does first
+    assert report.passed, report
+    result = client.promote("added", version)
+    assert result.changed and result.previous_version is None and result.version == version
+
+    rows = _sample(stack)
+    expected = support.offline_predict(weights, rows[FEATURES])
+    predictions = client.predict("added", rows)
+    np.testing.assert_allclose([p["probability"] for p in predictions], expected["probability"], atol=1e-9)
+    ready = client.ready()
+    assert ready["ready"] is True and ready["models"]["added"]["version"] == version
+    assert {m.name for m in client.models()} == {"tiny", "added"}
+    assert stack.server.poll() is None and stack.server.pid == pid, "the server must not have restarted"
 
 
 def test_graceful_shutdown_flushes_the_prediction_log(
