@@ -10,6 +10,8 @@
     conveyor urls                where everything is, with the local credentials
     conveyor logs airflow -f
     conveyor k8s render --model churn --version 7 --image <registry>/conveyor:<tag> [--out DIR]
+    conveyor spec draft --name fraud --data exports/ --target is_fraud   a starting spec from data
+    conveyor spec check churn    validate a spec; what each stage will do with it (--all: every spec)
     conveyor down [--purge]
 
 Settings come from ``CONVEYOR_*`` variables (``CONVEYOR_HOME``, ``CONVEYOR_AIRFLOW_PORT``...) and the
@@ -515,6 +517,133 @@ def k8s_render(
     console.print(f"rendered {model} v{version}{checked}:", markup=False, highlight=False)
     for path in paths:
         console.print(f"  {path}", markup=False, highlight=False)
+
+
+# -- Model specs ------------------------------------------------------------------------------------
+
+spec_app = typer.Typer(
+    help="Model specs: draft one from a data sample; check one and see what each stage will do.",
+    no_args_is_help=True,
+)
+app.add_typer(spec_app, name="spec")
+
+
+@spec_app.command("draft")
+def spec_draft(
+    name: Annotated[str, typer.Option(help="Spec name: lower case, digits and '_' (e.g. fraud).")],
+    data: Annotated[
+        str,
+        typer.Option(
+            help="A Parquet or CSV file, a folder of them (date=YYYY-MM-DD partitions allowed), a glob, "
+            "or an fsspec URI (s3://..., gs://...)."
+        ),
+    ],
+    target: Annotated[str, typer.Option(help="The 0/1 label column (1 = the positive class).")],
+    task: Annotated[str, typer.Option(help="Kind of model; only binary is supported today.")] = "binary",
+    id_column: Annotated[
+        str | None, typer.Option("--id", help="Row id column (default: a unique *id* column).")
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option("--time", help="Event time column (default: a date/datetime column).")
+    ] = None,
+    margin: Annotated[
+        float, typer.Option(help="Widen observed numeric ranges by this share of the range on each side.")
+    ] = 0.1,
+    max_categories: Annotated[
+        int, typer.Option(help="String columns with more distinct values are left out.")
+    ] = 20,
+    max_rows: Annotated[int, typer.Option(help="Read at most this many rows.")] = 1_000_000,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write here ('-': print it) instead of <specs dir>/<name>.yaml."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a starting spec from a data sample: columns, ranges, categories, null shares. Edit it."""
+    from conveyor import spec_tools
+
+    target_path = out if out is not None else _settings().specs_dir / f"{name}.yaml"
+    to_stdout = str(target_path) == "-"
+    if not to_stdout and target_path.exists() and not force:
+        raise _fail(f"{target_path} exists; pass --force to overwrite it (or --out another path)")
+    try:
+        sample = spec_tools.read_sample(data, max_rows=max_rows)
+        files = f"{len(sample.files)} of {sample.total_files} files" if sample.truncated else None
+        source = data if len(sample.files) == 1 else f"{data} ({files or f'{len(sample.files)} files'})"
+        draft = spec_tools.draft_spec(
+            sample.frame,
+            name=name,
+            target=target,
+            source=source,
+            task=task,
+            id_column=id_column,
+            time_column=time_column,
+            margin=margin,
+            max_categories=max_categories,
+        )
+    except spec_tools.SpecDraftError as exc:
+        raise _fail(str(exc), code=2) from exc
+    if to_stdout:
+        sys.stdout.write(draft.text)
+        return
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    target_path.write_text(draft.text)
+    console.print(spec_tools.draft_table(draft))
+    for note in draft.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    console.print(Text(f"wrote {target_path} from {len(sample.frame):,} rows; it validates."))
+    console.print(
+        Text(f"next: edit the TODOs in it, then `conveyor spec check {target_path}`", style="bold"),
+    )
+
+
+@spec_app.command("check")
+def spec_check(
+    spec: Annotated[
+        str | None, typer.Argument(help="Spec name (include/specs/<name>.yaml) or a path to a spec file.")
+    ] = None,
+    all_specs: Annotated[bool, typer.Option("--all", help="Check every spec in the specs dir.")] = False,
+) -> None:
+    """Validate a spec and print what each stage will do with it; exit 1 if it does not validate."""
+    from conveyor import spec_tools
+
+    settings = _settings()
+    if all_specs == (spec is not None):
+        raise _fail("name one spec (or a path), or pass --all", code=2)
+    try:
+        paths = (
+            sorted(settings.specs_dir.glob("*.yaml"))
+            if all_specs
+            else [spec_tools.resolve_spec_path(str(spec), settings.specs_dir)]
+        )
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from exc
+    if not paths:
+        raise _fail(f"no spec files in {settings.specs_dir}")
+    failed = 0
+    for path in paths:
+        try:
+            model = spec_tools.load_spec_file(path)
+        except spec_tools.SpecInvalidError as exc:
+            failed += 1
+            err_console.print(Text(f"{path}: INVALID ({len(exc.problems)} problem(s))", style="bold red"))
+            for problem in exc.problems:
+                err_console.print(Text(f"  {problem.field} → {problem.message}"))
+            continue
+        sections, warnings = spec_tools.spec_plan(model, data_root=settings.data_root)
+        console.print(Text(f"{path}: valid", style="bold green"))
+        for title, lines in sections:
+            console.print(Text(f"  {title}", style="bold"))
+            for line in lines:
+                console.print(Text(f"    {line}"))
+        if path.stem != model.name:
+            warnings.insert(
+                0, f"the file is {path.name} but the spec is named {model.name!r}; load_spec goes by the file"
+            )
+        for warning in warnings:
+            console.print(Text(f"  warning: {warning}", style="yellow"))
+    if failed:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

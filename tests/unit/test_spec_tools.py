@@ -1,0 +1,209 @@
+"""conveyor.spec_tools: drafting rules (ranges, ids, times, left-out columns) and the stage plan."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from conveyor import spec_tools
+from conveyor.config import ModelSpec, load_spec
+from conveyor.data.contracts import build_suite, validate_batch
+from conveyor.spec_tools import SpecDraftError, contract_checks, draft_spec, read_sample, spec_plan
+
+pytestmark = pytest.mark.unit
+
+
+def frame(n: int = 60, **extra: Any) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    base = {
+        "record_id": np.arange(n),
+        "seen_at": pd.date_range("2024-05-01", periods=n, freq="h"),
+        "amount": rng.uniform(10, 20, n),
+        "delta": rng.uniform(-5, -1, n),
+        "kind": rng.choice(["a", "b"], n),
+        "label": np.arange(n) % 2,
+    }
+    return pd.DataFrame({**base, **extra})
+
+
+def test_bounds_widen_by_the_margin_and_keep_their_sign() -> None:
+    bounds = spec_tools._bounds
+    assert bounds(10, 20, 0.1, integer=False) == (9, 21)
+    assert bounds(1, 20, 0.5, integer=True) == (0, 30)  # non-negative: not below zero
+    assert bounds(-5, -1, 0.5, integer=True) == (-7, 0)  # non-positive: not above zero
+    assert bounds(-1, 1, 0.1, integer=False) == (-1.2, 1.2)
+    low, high = bounds(0.0123, 0.0456, 0.0, integer=False)
+    assert low <= 0.0123 and high >= 0.0456
+    assert bounds(5, 5, 0.1, integer=True) == (4, 6)  # constant: widened around the value
+
+
+def test_draft_picks_id_time_and_features() -> None:
+    draft = draft_spec(frame(), name="toy", target="label")
+    spec = draft.spec
+    assert (spec.data.id_column, spec.data.event_time_column, spec.data.target) == (
+        "record_id",
+        "seen_at",
+        "label",
+    )
+    numeric = {f.name: (f.min, f.max) for f in spec.numeric_features}
+    assert numeric["amount"][0] >= 0 and numeric["delta"][1] <= 0
+    assert [(c.name, c.categories) for c in spec.categorical_features] == [("kind", ("a", "b"))]
+    assert validate_batch(spec, frame()).success
+
+
+def test_columns_that_cannot_be_features_are_left_out_with_a_reason() -> None:
+    n = 60
+    df = frame(
+        n,
+        flag=np.arange(n) % 3 == 0,
+        email=[f"u{i}@x.org" for i in range(n)],
+        born=pd.date_range("1980-01-01", periods=n, freq="D"),
+        empty=[None] * n,
+    )
+    draft = draft_spec(df, name="toy", target="label", time_column="seen_at")
+    left = {c.name: c.detail for c in draft.columns if c.role == "left_out"}
+    assert set(left) == {"flag", "email", "born", "empty"}
+    assert "boolean" in left["flag"] and "distinct values" in left["email"]
+    assert "# Left out" in draft.text and "#   email:" in draft.text
+    assert validate_batch(draft.spec, df).success
+
+
+@pytest.mark.parametrize("name", ["CustomerID", "order_uuid", "id"])
+def test_id_columns_are_found_by_name(name: str) -> None:
+    df = frame().rename(columns={"record_id": name})
+    assert draft_spec(df, name="toy", target="label").spec.data.id_column == name
+
+
+def test_an_id_that_repeats_is_refused_with_the_reason() -> None:
+    df = frame()
+    df.loc[1, "record_id"] = 0
+    with pytest.raises(SpecDraftError, match="'record_id' repeats 1 values"):
+        draft_spec(df, name="toy", target="label")
+
+
+def test_dates_stored_as_date32_are_an_event_time(tmp_path: Path) -> None:
+    df = frame()
+    df["day"] = df.pop("seen_at").dt.date  # Parquet date32; read back as datetime.date objects
+    df.to_parquet(tmp_path / "x.parquet")
+    sample = read_sample(str(tmp_path / "x.parquet"))
+    assert draft_spec(sample.frame, name="toy", target="label").spec.data.event_time_column == "day"
+
+
+def test_labels_that_are_not_0_1_are_refused() -> None:
+    df = frame(label=np.where(np.arange(60) % 2, "yes", "no"))
+    with pytest.raises(SpecDraftError, match="Map the labels to 0/1"):
+        draft_spec(df, name="toy", target="label")
+    with pytest.raises(SpecDraftError, match="both 0 and 1"):
+        draft_spec(frame(label=np.zeros(60, dtype=int)), name="toy", target="label")
+
+
+def test_a_rare_class_lowers_min_class_share_so_the_sample_passes() -> None:
+    n = 400
+    df = frame(n, label=(np.arange(n) == 7).astype(int))
+    draft = draft_spec(df, name="toy", target="label")
+    assert draft.spec.data.min_class_share < 1 / n
+    assert any("min_class_share" in note for note in draft.notes)
+    assert validate_batch(draft.spec, df).success
+
+
+def test_small_samples_lower_min_rows() -> None:
+    df = frame(12)
+    spec = draft_spec(df, name="toy", target="label").spec
+    assert spec.data.min_rows == 12
+    assert validate_batch(spec, df).success
+
+
+def test_read_sample_reads_globs_and_stops_at_max_rows(tmp_path: Path) -> None:
+    for day in ("2024-05-01", "2024-05-02", "2024-05-03"):
+        folder = tmp_path / f"date={day}"
+        folder.mkdir()
+        frame(10).to_parquet(folder / "part.parquet")
+        (folder / "notes.txt").write_text("not data")
+    sample = read_sample(str(tmp_path), max_rows=15)
+    assert len(sample.frame) == 15 and sample.truncated
+    assert sample.partitions == ["2024-05-01", "2024-05-02"]
+    assert len(read_sample(f"{tmp_path}/date=2024-05-0[23]/*.parquet").frame) == 20
+    with pytest.raises(SpecDraftError, match=r"no \.parquet"):
+        read_sample(f"{tmp_path}/*/*.txt")
+
+
+@pytest.mark.parametrize("name", ["churn", "breast_cancer"])
+def test_contract_checks_match_build_suite(name: str) -> None:
+    spec = load_spec(name)
+    built = [(e.expectation_type, getattr(e, "column", None)) for e in build_suite(spec).expectations]
+    assert contract_checks(spec) == built
+
+
+def _with(spec: ModelSpec, **changes: Any) -> ModelSpec:
+    raw = spec.model_dump()
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = raw
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return ModelSpec.model_validate(raw)
+
+
+def test_plan_explains_the_gate_rule_and_warns_about_likely_mistakes() -> None:
+    churn = load_spec("churn")
+    sections, warnings = spec_plan(churn)
+    assert [title for title, _ in sections] == [
+        "model",
+        "data",
+        "validate (data contract)",
+        "train",
+        "gate",
+        "compress",
+        "deploy",
+        "monitor",
+    ]
+    assert warnings == []
+    gate = dict(sections)["gate"]
+    assert any("non-inferiority margin" in line and "0.005 worse" in line for line in gate)
+
+    stricter = _with(churn, gate__min_improvement=0.01, gate__decide_on="point_estimate")
+    gate = dict(spec_plan(stricter)[0])["gate"]
+    assert any("beat the champion by at least 0.01" in line and "point estimate" in line for line in gate)
+
+    odd = _with(
+        churn,
+        trainer__kind="sklearn_pipeline",
+        trainer__params={"C": 1.0, "hidden_units": [4]},
+        gate__floors={"auc": 0.7},
+        data__severities={"expect_column_values_to_be_betwen": "warn"},
+    )
+    _, warnings = spec_plan(odd)
+    text = "\n".join(warnings)
+    assert "['hidden_units'] are not parameters of sklearn_pipeline" in text
+    assert "'auc', not a metric" in text
+    assert "'expect_column_values_to_be_betwen' matches no check" in text
+    assert "do nothing for a sklearn_pipeline trainer" in text
+
+
+def test_plan_counts_severities() -> None:
+    spec = _with(load_spec("churn"), data__severities={"expect_column_values_to_be_between": "quarantine"})
+    contract = dict(spec_plan(spec)[0])["validate (data contract)"]
+    assert any("5 quarantine" in line for line in contract)
+    assert any("quarantined rows are set aside" in line for line in contract)
+
+
+def test_validation_problems_name_the_field() -> None:
+    raw = load_spec("churn").model_dump()
+    raw["numeric_features"][1]["min"] = "low"
+    raw["data"]["window_days"] = 0
+    with pytest.raises(ValidationError) as caught:
+        ModelSpec.model_validate(raw)
+    fields = [p.field for p in spec_tools.validation_problems(caught.value)]
+    assert fields == ["data.window_days", "numeric_features[1].min"]
+
+
+def test_draft_header_says_where_the_sample_came_from() -> None:
+    draft = draft_spec(frame(), name="toy", target="label", source="s3://bucket/x", today=dt.date(2025, 1, 2))
+    assert draft.text.startswith("# Drafted by `conveyor spec draft` on 2025-01-02 from s3://bucket/x:")
