@@ -11,6 +11,7 @@ module stays light: no pydantic-settings import (see :func:`specs_dir`) and liby
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -96,10 +97,44 @@ class DataSpec(_Frozen):
         return severities
 
 
+#: ``trainer.entrypoint``: ``package.module:function``, importable from ``include/`` or an installed package.
+ENTRYPOINT_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
 class TrainerSpec(_Frozen):
-    kind: Literal["keras_mlp", "sklearn_pipeline"]
+    """How the model is trained: a built-in trainer, or ``python``: the user's function ``entrypoint``.
+
+    ``params`` go to the trainer (``kind: python``: to the function as its ``params``); ``seed`` makes
+    a run reproducible. See ``docs/TRAINERS.md``.
+    """
+
+    kind: Literal["keras_mlp", "sklearn_pipeline", "python"]
     seed: int = 42
     params: dict[str, Any] = Field(default_factory=dict)
+    #: ``package.module:function`` of a ``kind: python`` trainer (required there, refused elsewhere).
+    entrypoint: str | None = None
+
+    @model_validator(mode="after")
+    def _entrypoint_iff_python(self) -> TrainerSpec:
+        if self.kind == "python":
+            if not self.entrypoint:
+                raise ValueError(
+                    "trainer.kind 'python' needs trainer.entrypoint: the function that fits the model, "
+                    "as 'package.module:function' importable from include/ or an installed package "
+                    "(e.g. entrypoint: conveyor_examples.sklearn_gbm:train)"
+                )
+            if not ENTRYPOINT_PATTERN.match(self.entrypoint):
+                raise ValueError(
+                    f"trainer.entrypoint {self.entrypoint!r} is not 'package.module:function' "
+                    "(dotted module path, one colon, then the function's name; e.g. "
+                    "conveyor_examples.sklearn_gbm:train)"
+                )
+        elif self.entrypoint is not None:
+            raise ValueError(
+                f"trainer.entrypoint is only read with trainer.kind 'python', not {self.kind!r}; "
+                "drop it, or set kind: python to train with that function"
+            )
+        return self
 
 
 class SliceColumn(_Frozen):

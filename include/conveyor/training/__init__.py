@@ -12,13 +12,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from conveyor.training.base import (
+    EntrypointError,
     FeatureSchemaError,
     PredictionContractError,
     TrainingDivergedError,
     TrainingError,
     TrainResult,
+    UnsupportedModelError,
     mlflow_client,
 )
+from conveyor.training.interface import FitFunction, Fitted, KerasPreprocessing, TrainContext
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,11 +29,17 @@ if TYPE_CHECKING:
     from conveyor.config import ModelSpec
 
 __all__ = [
+    "EntrypointError",
     "FeatureSchemaError",
+    "FitFunction",
+    "Fitted",
+    "KerasPreprocessing",
     "PredictionContractError",
+    "TrainContext",
     "TrainResult",
     "TrainingDivergedError",
     "TrainingError",
+    "UnsupportedModelError",
     "log_training",
     "train",
 ]
@@ -49,15 +58,27 @@ def _trainer(kind: str) -> Trainer:
         from conveyor.training.sklearn_pipeline import train_sklearn_pipeline
 
         return train_sklearn_pipeline
-    raise TrainingError(f"unknown trainer kind {kind!r}; use keras_mlp or sklearn_pipeline in the spec")
+    if kind == "python":
+        from conveyor.training.python_entry import train_python
+
+        return train_python
+    raise TrainingError(
+        f"unknown trainer kind {kind!r}; use keras_mlp, sklearn_pipeline or python in the spec"
+    )
 
 
 def train(spec: ModelSpec, train_df: pd.DataFrame, eval_df: pd.DataFrame, run_id: str) -> TrainResult:
     """Train ``spec``'s model on ``train_df``, score it on ``eval_df`` and log both into ``run_id``.
 
+    ``spec.trainer.kind`` picks the fit function: a built-in (``keras_mlp``, ``sklearn_pipeline``)
+    or ``python``, the spec's ``trainer.entrypoint`` (see :mod:`conveyor.training.interface`).
+
     Raises:
         TrainingDivergedError: the loss became NaN/inf (lower the learning rate).
         FeatureSchemaError: the frames lack the spec's features or a binary target.
+        EntrypointError: a ``python`` entrypoint does not import, or raised.
+        UnsupportedModelError: a fit function returned something Conveyor cannot log.
+        PredictionContractError: the model's predictions break the binary contract.
     """
     result = _trainer(spec.trainer.kind)(spec, train_df, eval_df, run_id)
     log_training(result)

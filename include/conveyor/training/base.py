@@ -69,6 +69,15 @@ class PredictionContractError(PermanentError, RuntimeError):
     """A model's predictions do not follow the model-artifact contract."""
 
 
+class EntrypointError(PermanentError, TrainingError):
+    """A ``kind: python`` trainer's entrypoint cannot be imported, or raised while fitting."""
+
+
+class UnsupportedModelError(PermanentError, TrainingError):
+    """A fit function returned something Conveyor cannot log: not a fitted Keras model or scikit-learn
+    classifier, or one that cannot be saved and loaded back without pickle."""
+
+
 def feature_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
     """The spec's raw feature columns in spec order, cast the way every Conveyor model expects.
 
@@ -96,6 +105,16 @@ def feature_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
     for categorical in spec.categorical_features:
         columns[categorical.name] = df[categorical.name].astype(object).map(_category_or_none).astype(object)
     return pd.DataFrame(columns, index=df.index)
+
+
+def labelled_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`feature_frame` plus the target column as 0/1 int64 (:func:`target_vector`).
+
+    What every fit function receives: the features exactly as serving will pass them, and the label.
+    """
+    frame = feature_frame(spec, df)
+    frame[spec.data.target] = target_vector(spec, df)
+    return frame
 
 
 def _category_or_none(value: Any) -> str | None:
@@ -235,8 +254,7 @@ def write_reference(spec: ModelSpec, train_df: pd.DataFrame, path: str | os.Path
 
     Larger frames are sampled with the trainer's seed and keep their original order.
     """
-    frame = feature_frame(spec, train_df)
-    frame[spec.data.target] = target_vector(spec, train_df)
+    frame = labelled_frame(spec, train_df)
     if len(frame) > REFERENCE_MAX_ROWS:
         frame = frame.sample(n=REFERENCE_MAX_ROWS, random_state=spec.trainer.seed).sort_index()
     out = Path(path)

@@ -13,42 +13,25 @@ runtime (TFLite) that preprocesses in numpy and runs only the float core.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from conveyor.config import ModelSpec
-from conveyor.evaluation.metrics import binary_metrics
-from conveyor.training.base import (
-    GOLDEN_ROWS_FILE,
-    REFERENCE_FILE,
-    TrainingDivergedError,
-    TrainResult,
-    feature_frame,
-    files_size,
-    input_example,
-    log_pyfunc_model,
-    model_config_for,
-    pinned_requirements,
-    target_vector,
-    write_golden_rows,
-    write_reference,
-)
+from conveyor.training.base import TrainingDivergedError, TrainResult
+from conveyor.training.fitting import KERAS_FILE as KERAS_FILE  # where compression finds the files
+from conveyor.training.fitting import PREPROCESSING_FILE as PREPROCESSING_FILE
+from conveyor.training.fitting import fit_and_log
+from conveyor.training.interface import Fitted, KerasPreprocessing, TrainContext
 
 TRAINER = "keras_mlp"
 #: The layer whose output is the preprocessed vector (the float core's input).
 FEATURES_LAYER = "features"
 NUMERIC_LAYER = "numeric"
 NORMALIZATION_LAYER = "normalize"
-PREPROCESSING_FILE = "preprocessing.json"
-KERAS_FILE = "model.keras"
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_keras.py")
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "hidden_units": [32, 16],
@@ -70,9 +53,9 @@ def import_keras() -> tuple[Any, Any]:
     return keras, tf
 
 
-def effective_params(spec: ModelSpec) -> dict[str, Any]:
+def effective_params(params: dict[str, Any], seed: int) -> dict[str, Any]:
     """The spec's trainer params over the defaults, plus the seed."""
-    params = {**DEFAULT_PARAMS, **spec.trainer.params, "seed": spec.trainer.seed}
+    params = {**DEFAULT_PARAMS, **params, "seed": seed}
     params["hidden_units"] = [int(u) for u in params["hidden_units"]]
     return params
 
@@ -86,12 +69,15 @@ def impute_values(spec: ModelSpec, features: pd.DataFrame) -> list[float]:
     return values
 
 
-def build_model(
-    spec: ModelSpec, params: dict[str, Any], train_features: pd.DataFrame, impute: list[float]
-) -> Any:
-    """The functional Keras model: raw inputs → impute/normalise/one-hot → Dense → sigmoid.
+def build_preprocessing(
+    spec: ModelSpec, train_features: pd.DataFrame, impute: list[float]
+) -> tuple[list[Any], Any]:
+    """The model's inputs and its preprocessed vector (layer ``features``), adapted on the training data.
 
-    ``impute`` (one value per numeric feature) replaces NaN inside the graph.
+    One named ``(1,)`` input per raw feature, numerics then categoricals in spec order. Numerics:
+    NaN replaced by ``impute`` (one value per numeric feature, baked into the graph), then
+    ``Normalization`` adapted on the imputed training data. Categoricals: ``StringLookup`` one-hot over
+    the spec's categories (index 0 is the out-of-vocabulary slot, which also takes missing values).
     """
     keras, _ = import_keras()
     numeric_inputs = [keras.Input(shape=(1,), dtype="float32", name=f.name) for f in spec.numeric_features]
@@ -124,12 +110,19 @@ def build_model(
     # An Identity keeps the name ``features`` stable even with a single input branch.
     if len(parts) == 1:
         x = keras.layers.Identity(name=FEATURES_LAYER)(x)
+    return [*numeric_inputs, *categorical_inputs], x
+
+
+def build_model(spec: ModelSpec, params: dict[str, Any], preprocessing: KerasPreprocessing) -> Any:
+    """The functional Keras model: raw inputs → impute/normalise/one-hot → Dense → sigmoid."""
+    keras, _ = import_keras()
+    x = preprocessing.features
     for i, units in enumerate(params["hidden_units"]):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
         if params["dropout"] > 0:
             x = keras.layers.Dropout(params["dropout"], seed=params["seed"] + i, name=f"dropout_{i}")(x)
     output = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
-    return keras.Model([*numeric_inputs, *categorical_inputs], output, name=f"{spec.name}_mlp")
+    return keras.Model(preprocessing.inputs, output, name=f"{spec.name}_mlp")
 
 
 def preprocessing_document(spec: ModelSpec, model: Any, impute: list[float]) -> dict[str, Any]:
@@ -137,7 +130,7 @@ def preprocessing_document(spec: ModelSpec, model: Any, impute: list[float]) -> 
 
     Layout of the preprocessed vector: normalised numerics in spec order, then per categorical
     feature a one-hot block ``[OOV, *vocabulary]`` (``StringLookup`` order). ``impute`` must be the
-    values baked into the graph by :func:`build_model`.
+    values baked into the graph by :func:`build_preprocessing`.
     """
     keras, _ = import_keras()
     numeric_block: dict[str, Any] = {"names": [f.name for f in spec.numeric_features]}
@@ -192,47 +185,37 @@ def _first_nonfinite_epoch(history: dict[str, list[float]]) -> int | None:
     return None
 
 
-def train_keras_mlp(
-    spec: ModelSpec, train_df: pd.DataFrame, eval_df: pd.DataFrame, run_id: str
-) -> TrainResult:
-    """Train the spec's Keras MLP, log it as a pyfunc into run ``run_id`` and score it on ``eval_df``.
+def fit_keras_mlp(
+    train_df: pd.DataFrame, eval_df: pd.DataFrame, params: dict[str, Any], seed: int, context: TrainContext
+) -> Fitted:
+    """The ``keras_mlp`` fit function (see :mod:`conveyor.training.interface`).
 
-    Deterministic: the same data and ``spec.trainer.seed`` give the same weights and metrics.
+    Deterministic: the same data and seed give the same weights.
 
     Raises:
-        TrainingDivergedError: the loss became NaN/inf (message names the epoch).
-        FeatureSchemaError: the frames lack features or a binary target.
+        TrainingDivergedError: the loss or the weights became NaN/inf (message names the epoch).
     """
     keras, _ = import_keras()
-    params = effective_params(spec)
+    spec = context.spec
+    params = effective_params(params, seed)
     keras.utils.set_random_seed(params["seed"])
 
-    train_features = feature_frame(spec, train_df)
-    y_train = target_vector(spec, train_df).astype(np.float32)
-    eval_features = feature_frame(spec, eval_df)
-    y_eval = target_vector(spec, eval_df)
-    impute = impute_values(spec, train_features)
-    model = build_model(spec, params, train_features, impute)
+    y_train = context.labels(train_df).astype(np.float32)
+    preprocessing = context.keras_preprocessing(train_df)
+    model = build_model(spec, params, preprocessing)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=float(params["learning_rate"])),
         loss="binary_crossentropy",
     )
 
-    from conveyor.training.pyfunc_keras import keras_inputs
-
-    numeric = [f.name for f in spec.numeric_features]
-    categorical = [f.name for f in spec.categorical_features]
-    order = np.random.default_rng(params["seed"]).permutation(len(train_features))
+    order = np.random.default_rng(params["seed"]).permutation(len(train_df))
     n_val = round(len(order) * float(params["validation_fraction"]))
     monitor = _divergence_monitor(keras)
     callbacks: list[Any] = [monitor]
     fit_kwargs: dict[str, Any] = {}
     if 0 < n_val < len(order):
         val_idx, fit_idx = order[:n_val], order[n_val:]
-        fit_kwargs["validation_data"] = (
-            keras_inputs(train_features.iloc[val_idx], numeric, categorical),
-            y_train[val_idx],
-        )
+        fit_kwargs["validation_data"] = (context.keras_inputs(train_df.iloc[val_idx]), y_train[val_idx])
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=int(params["patience"]), restore_best_weights=True
@@ -243,7 +226,7 @@ def train_keras_mlp(
 
     started = time.perf_counter()
     history = model.fit(
-        keras_inputs(train_features.iloc[fit_idx], numeric, categorical),
+        context.keras_inputs(train_df.iloc[fit_idx]),
         y_train[fit_idx],
         epochs=int(params["epochs"]),
         batch_size=int(params["batch_size"]),
@@ -254,61 +237,26 @@ def train_keras_mlp(
     )
     train_seconds = time.perf_counter() - started
     diverged = monitor.diverged_epoch or _first_nonfinite_epoch(history.history)
+    params["epochs_trained"] = len(history.history.get("loss", []))
+    if diverged is None and not all(np.isfinite(w).all() for w in model.get_weights()):
+        diverged = params["epochs_trained"]
     if diverged is not None:
         raise TrainingDivergedError(spec.name, diverged, float(params["learning_rate"]))
-    params["epochs_trained"] = len(history.history.get("loss", []))
-
-    with tempfile.TemporaryDirectory(prefix="conveyor-keras-") as tmp:
-        folder = Path(tmp)
-        keras_path = folder / KERAS_FILE
-        model.save(keras_path)
-        preprocessing_path = folder / PREPROCESSING_FILE
-        preprocessing_path.write_text(json.dumps(preprocessing_document(spec, model, impute), indent=2))
-
-        # Score and write golden rows through the very class that serves the model.
-        from mlflow.pyfunc import PythonModelContext
-
-        from conveyor.training.pyfunc_keras import KerasBinaryClassifier
-
-        config = model_config_for(spec)
-        served = KerasBinaryClassifier()
-        served.load_context(
-            PythonModelContext(artifacts={"keras_model": str(keras_path)}, model_config=config)
-        )
-        eval_proba = served.predict(None, eval_features)["probability"].to_numpy()
-        if not np.all(np.isfinite(eval_proba)):
-            raise TrainingDivergedError(spec.name, params["epochs_trained"], float(params["learning_rate"]))
-        metrics = binary_metrics(y_eval, eval_proba)
-
-        golden = write_golden_rows(
-            spec, lambda rows: served.predict(None, rows), eval_df, folder / GOLDEN_ROWS_FILE
-        )
-        reference = write_reference(spec, train_df, folder / REFERENCE_FILE)
-        info = log_pyfunc_model(
-            spec,
-            PYFUNC_CODE,
-            {
-                "keras_model": keras_path,
-                "preprocessing": preprocessing_path,
-                "golden_rows": golden,
-                "reference": reference,
-            },
-            run_id,
-            pip_requirements=pinned_requirements("tensorflow-cpu", "keras"),
-            example=input_example(spec, eval_df),
-            model_config=config,
-            tags={"conveyor.trainer": TRAINER, "conveyor.compression": "none"},
-        )
-        size = files_size([keras_path])
-
-    return TrainResult(
-        run_id=run_id,
-        model_uri=info.model_uri,
-        trainer=TRAINER,
-        metrics=metrics,
+    return Fitted(
+        model=model,
         params=params,
-        n_train=len(train_features),
-        n_eval=len(eval_features),
         train_seconds=train_seconds,
-        model_size_bytes=size,
+        preprocessing=preprocessing_document(spec, model, preprocessing.impute),
     )
+
+
+def train_keras_mlp(
+    spec: ModelSpec, train_df: pd.DataFrame, eval_df: pd.DataFrame, run_id: str
+) -> TrainResult:
+    """Train the spec's Keras MLP, log it as a pyfunc into run ``run_id`` and score it on ``eval_df``.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN/inf (message names the epoch).
+        FeatureSchemaError: the frames lack features or a binary target.
+    """
+    return fit_and_log(spec, fit_keras_mlp, train_df, eval_df, run_id, trainer=TRAINER)

@@ -15,9 +15,14 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-#: Types outside scikit-learn's own that a Conveyor pipeline file may contain. Anything else in a
-#: ``.skops`` file is refused at load time.
-TRUSTED_TYPES = ["numpy.dtype"]
+#: Types beyond skops' default-trusted ones that a Conveyor model file may contain: numpy's dtype and
+#: the tree structures of scikit-learn's own tree ensembles (``kind: python`` models may be gradient
+#: boosting or forests). Anything else in a ``.skops`` file is refused at load time.
+TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
 
 
 def sklearn_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:

@@ -1,0 +1,58 @@
+"""A Keras ``trainer.kind: python`` example: a small functional network with a residual block on top
+of Conveyor's in-model preprocessing, early-stopped on a slice of ``train_df``.
+
+Spec::
+
+    trainer:
+      kind: python
+      entrypoint: conveyor_examples.keras_custom:train
+      seed: 7
+      params: {units: 16, epochs: 20, learning_rate: 0.005}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from conveyor.training import TrainContext
+
+
+def train(
+    train_df: pd.DataFrame, eval_df: pd.DataFrame, params: dict[str, Any], seed: int, context: TrainContext
+) -> Any:
+    """Build and fit the model; Conveyor saves it as ``.keras``, logs it and scores it on ``eval_df``.
+
+    ``eval_df`` is what the gate judges the model on, so it is not used for early stopping: a seeded
+    15% of ``train_df`` is.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    units = int(params.get("units", 16))
+    # One named input per feature, imputed/normalised/one-hot inside the model: serving needs nothing else.
+    preprocessing = context.keras_preprocessing(train_df)
+    x = keras.layers.Dense(units, activation="relu", name="dense_in")(preprocessing.features)
+    block = keras.layers.Dense(units, activation="relu", name="dense_block")(x)
+    x = keras.layers.Add(name="residual")([x, block])
+    output = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+    model = keras.Model(preprocessing.inputs, output, name=f"{context.spec_name}_custom")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=float(params.get("learning_rate", 0.005))),
+        loss="binary_crossentropy",
+    )
+    order = np.random.default_rng(seed).permutation(len(train_df))
+    n_val = max(1, len(order) * 15 // 100)
+    fit_rows, val_rows = train_df.iloc[order[n_val:]], train_df.iloc[order[:n_val]]
+    model.fit(
+        context.keras_inputs(fit_rows),
+        context.labels(fit_rows).astype(np.float32),
+        validation_data=(context.keras_inputs(val_rows), context.labels(val_rows).astype(np.float32)),
+        epochs=int(params.get("epochs", 20)),
+        batch_size=int(params.get("batch_size", 64)),
+        callbacks=[keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)],
+        verbose=0,
+    )
+    return model
