@@ -19,6 +19,8 @@ Trigger by hand from the UI ("Trigger DAG" with the form) or the REST API with t
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -26,12 +28,14 @@ import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from conveyor.config import load_all_specs
+from conveyor.config import scan_specs
 from conveyor_airflow.links import gate_report_task
 from conveyor_airflow.stage import run_stage
 
 if TYPE_CHECKING:
     from conveyor.stages import RunContext
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ARGS = {"owner": "conveyor", "retries": 1, "retry_delay": pendulum.duration(seconds=30)}
 
@@ -41,6 +45,19 @@ def _mlflow_uri() -> str:
 
     # Stages build their own MLflow client: give them the connection's credentials (never in XCom).
     return MlflowHook().authenticated_tracking_uri()
+
+
+def _source_url(model: str) -> str | None:
+    """The SQLAlchemy URL of a ``kind: sql`` data source's Airflow connection (it may hold a password:
+    passed to the stage, never logged, never in XCom); ``None`` for file sources."""
+    from conveyor.config import load_spec
+
+    source = load_spec(model).data.source
+    if source.kind != "sql":
+        return None
+    from conveyor_airflow.hooks.sql import sqlalchemy_url
+
+    return sqlalchemy_url(source.conn_id)
 
 
 def _run_context(model: str) -> RunContext:
@@ -64,6 +81,7 @@ def _run_context(model: str) -> RunContext:
         force=params["force"],
         justification=params.get("justification"),
         force_retrain=params.get("force_retrain", False),
+        commit=(params.get("commit") or "").strip() or None,
     )
 
 
@@ -131,6 +149,15 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
                 "(required with force).",
                 section="Override the gate (needs a justification)",
             ),
+            "commit": Param(
+                None,
+                type=["null", "string"],
+                maxLength=200,
+                title="Source commit",
+                description="The git commit of the model code and specs this run trains (set by "
+                "`conveyor ci`); recorded as the version's conveyor.git_commit. Empty = the worker's "
+                "checkout.",
+            ),
         },
         render_template_as_native_obj=True,
     )
@@ -141,7 +168,12 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
         def validate_data() -> dict:
             from conveyor import pipeline
 
-            return run_stage(pipeline.validate_data, _run_context(spec_name), tracking_uri=_mlflow_uri())
+            return run_stage(
+                pipeline.validate_data,
+                _run_context(spec_name),
+                tracking_uri=_mlflow_uri(),
+                source_url=_source_url(spec_name),
+            )
 
         # An unchanged window skips every task after this one (a short circuit ignores their trigger
         # rules), so the run ends green without training, gating or registering.
@@ -250,7 +282,47 @@ def build_training_dag(spec_name: str, schedule: str | None, description: str) -
     return training()
 
 
-for _spec in load_all_specs():
+def build_spec_error_dag(file_name: str, error: str) -> object:
+    """A spec file that does not validate still shows up, as a DAG that says what is wrong.
+
+    Raising here would take every training DAG of this file down with it (Airflow drops all the DAGs
+    of a file that fails to import); instead the others load, this one's page shows the error, and
+    triggering it fails once with the same message. Fix the file and the real DAG replaces it at the
+    DAG processor's next parse.
+    """
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", file_name.removesuffix(".yaml"))
+    message = f"model spec {file_name} is invalid, so its training DAG cannot be built: {error}"
+    log.error(message)
+
+    @dag(
+        dag_id=f"conveyor_train_{stem}",
+        description=f"INVALID SPEC {file_name}: fix the file (see the DAG docs)",
+        doc_md=f"# Invalid model spec `{file_name}`\n\n```\n{error}\n```\n\nFix the file; the training "
+        "DAG replaces this one at the DAG processor's next parse.",
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        default_args=DEFAULT_ARGS,
+        tags=["conveyor", "training"],
+    )
+    def spec_error() -> None:
+        @task
+        def check_spec() -> None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(message)
+
+        check_spec()
+
+    return spec_error()
+
+
+# One bad spec file never takes the other models' DAGs down (scan_specs reports it instead).
+_specs, _spec_errors = scan_specs()
+for _spec in _specs:
     globals()[f"conveyor_train_{_spec.name}"] = build_training_dag(
         _spec.name, _spec.schedule, _spec.description
     )
+for _file_name, _error in _spec_errors.items():
+    _broken = build_spec_error_dag(_file_name, _error)
+    globals()[getattr(_broken, "dag_id", _file_name)] = _broken

@@ -12,6 +12,7 @@ Airflow's own explanation.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -308,6 +309,31 @@ class AirflowClient:
             if item.get("error_detail"):
                 lines.append(str(item["error_detail"]))
         return "\n".join(lines)
+
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", *, map_index: int = -1
+    ) -> Any:
+        """The XCom ``key`` a task instance pushed (its return value by default), as plain JSON.
+
+        Returns ``None`` when there is none (the task did not run, failed, or returned nothing).
+        """
+        response = self._request(
+            "GET",
+            f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}"
+            f"/taskInstances/{quote(task_id)}/xcomEntries/{quote(key)}",
+            params={"map_index": map_index},
+            expect=(200, 404),
+        )
+        if response.status_code == 404:
+            return None
+        value = response.json().get("value")
+        # The native form is what the database holds: a JSON document, or its text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
 
     def wait_for_run(
         self,

@@ -4,6 +4,7 @@
     conveyor status              health of every component (exit 1 if one is unhealthy)
     conveyor land-data --model churn --days 7
     conveyor trigger --model churn --follow
+    conveyor ci --all --tests tests/   a CI job: check specs, run tests, train + gate (exit 1: rejected)
     conveyor predict --model churn
     conveyor history churn       every alias move: when, from -> to, who, why, the gate's verdict
     conveyor demo                all of the above, end to end
@@ -327,6 +328,90 @@ def trigger(
                 _follow_and_report(client, info, dag_id, run_id)
     except ConveyorError as exc:
         raise _fail(str(exc)) from exc
+
+
+@app.command()
+def ci(
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="A model to train (repeatable); or --all.")
+    ] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Train every spec in the specs dir.")] = False,
+    tests: Annotated[
+        list[str] | None,
+        typer.Option("--tests", help="A path of the team's tests for pytest (repeatable); none: skipped."),
+    ] = None,
+    pytest_args: Annotated[
+        str | None, typer.Option(help='More pytest arguments in one string, e.g. "-q -x -m unit".')
+    ] = None,
+    commit: Annotated[
+        str | None,
+        typer.Option(help="The commit to record (default: git HEAD here, else $GIT_COMMIT/$GITHUB_SHA)."),
+    ] = None,
+    window_end: Annotated[str | None, typer.Option(help="Last landed day to train on (YYYY-MM-DD).")] = None,
+    gate_mode: Annotated[str | None, typer.Option(help=f"One of {', '.join(GATE_MODES)}.")] = None,
+    no_force_retrain: Annotated[
+        bool,
+        typer.Option(
+            "--no-force-retrain", help="Skip training when the window is the champion's data (exit 0)."
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to follow each training run.")] = 3600.0,
+    airflow_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CONVEYOR_AIRFLOW_URL", help="Airflow's API server (default: the local stack's)."
+        ),
+    ] = None,
+    airflow_username: Annotated[
+        str, typer.Option(envvar="CONVEYOR_AIRFLOW_USERNAME", help="Airflow user (with --airflow-url).")
+    ] = "admin",
+    airflow_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CONVEYOR_AIRFLOW_PASSWORD",
+            show_default=False,
+            help="Its password (with --airflow-url); prefer the variable to the option.",
+        ),
+    ] = None,
+) -> None:
+    """For a CI job: validate every spec, run the tests, train and gate through Airflow.
+
+    Exit 0: every challenger registered; 1: a bad spec, a failed test, a rejection, a failed run.
+    """
+    from conveyor import ci as ci_steps
+    from conveyor.airflow_api import AirflowClient
+
+    if airflow_url and not airflow_password:
+        raise _fail("--airflow-url needs a password: set CONVEYOR_AIRFLOW_PASSWORD", code=2)
+    settings = _settings()
+
+    def connect() -> tuple[Any, str]:
+        if airflow_url:
+            return AirflowClient(airflow_url, airflow_username, airflow_password or ""), airflow_url
+        client, info = _client_and_info(settings)
+        return client, info.airflow_url
+
+    options = ci_steps.CiOptions(
+        models=tuple(model or ()),
+        all_models=all_models,
+        tests=tuple(tests or ()),
+        pytest_args=pytest_args,
+        commit=commit,
+        window_end=window_end,
+        gate_mode=gate_mode,
+        force_retrain=not no_force_retrain,
+        timeout=timeout,
+    )
+    try:
+        report = ci_steps.run_ci(options, specs_dir=settings.specs_dir, connect=connect, console=console)
+    except ci_steps.CiUsageError as exc:
+        raise _fail(str(exc), code=2) from exc
+    except KeyboardInterrupt:
+        console.print("interrupted; triggered runs go on in Airflow")
+        raise typer.Exit(130) from None
+    except ConveyorError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(report.exit_code)
 
 
 @app.command("follow")

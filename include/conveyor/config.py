@@ -14,7 +14,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -54,6 +54,82 @@ class CategoricalFeature(_Frozen):
     max_null_fraction: float = 0.0
 
 
+#: A SQL source's bind parameters (SQLAlchemy ``text()``'s syntax; ``\:name`` is a literal colon).
+SQL_BIND_PARAM = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+#: The bind parameters a SQL source's query must use: the window's first and last day (dates).
+SQL_WINDOW_PARAMS: tuple[str, ...] = ("start", "end")
+
+
+class LandingSource(_Frozen):
+    """The landing folder: ``<data root>/landing/<model>/date=YYYY-MM-DD/*.parquet`` (the default)."""
+
+    kind: Literal["landing"] = "landing"
+
+
+class FilesSource(_Frozen):
+    """Parquet or CSV files under any fsspec URI, in hive-style day partitions:
+    ``<uri>/<partition>=YYYY-MM-DD/*.parquet`` (or ``*.csv``).
+
+    ``options`` go to ``pandas.read_csv`` (``sep``, ``decimal``, ``encoding``...; CSV only).
+    """
+
+    kind: Literal["files"]
+    uri: str
+    format: Literal["parquet", "csv"] = "parquet"
+    partition: str = Field(default="date", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _uri_and_options(self) -> FilesSource:
+        if "://" not in self.uri:
+            raise ValueError(
+                f"data.source.uri {self.uri!r} is not a URI: give its scheme, e.g. s3://bucket/path or "
+                "file:///abs/path"
+            )
+        if self.options and self.format != "csv":
+            raise ValueError(
+                "data.source.options are pandas.read_csv options and only apply with format: csv; "
+                f"drop them for format: {self.format}"
+            )
+        return self
+
+
+class SqlSource(_Frozen):
+    """A SQL query run through an Airflow connection for each data window.
+
+    The query binds the window's first and last day (dates, both included) as ``:start`` and ``:end``,
+    e.g. ``SELECT * FROM events WHERE event_date BETWEEN :start AND :end``.
+    """
+
+    kind: Literal["sql"]
+    conn_id: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+
+    @field_validator("query")
+    @classmethod
+    def _binds_the_window(cls, query: str) -> str:
+        used = set(SQL_BIND_PARAM.findall(query))
+        missing = [p for p in SQL_WINDOW_PARAMS if p not in used]
+        if missing:
+            raise ValueError(
+                f"data.source.query must select the data window with the bind parameters :start and :end "
+                f"(the window's first and last day, dates); it lacks {', '.join(':' + p for p in missing)}. "
+                "E.g. WHERE event_date >= :start AND event_date <= :end"
+            )
+        unknown = sorted(used - set(SQL_WINDOW_PARAMS))
+        if unknown:
+            raise ValueError(
+                f"data.source.query uses bind parameters Conveyor does not set: "
+                f"{', '.join(':' + p for p in unknown)}; only :start and :end are bound (write a literal "
+                "colon as \\:)"
+            )
+        return query
+
+
+#: ``data.source``: where a model's data comes from, told apart by ``kind``.
+DataSource = Annotated[LandingSource | FilesSource | SqlSource, Field(discriminator="kind")]
+
+
 class DataSpec(_Frozen):
     """Where the model's data lands and what every batch must satisfy."""
 
@@ -81,6 +157,8 @@ class DataSpec(_Frozen):
     #: (absolute difference) from the reference mix (the champion's training window).
     max_label_shift: float = Field(default=0.2, gt=0, le=1)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    #: Where the data comes from: the landing folder (default), files under a URI, or a SQL query.
+    source: DataSource = LandingSource()
 
     @field_validator("severities")
     @classmethod
@@ -134,6 +212,89 @@ class TrainerSpec(_Frozen):
                 f"trainer.entrypoint is only read with trainer.kind 'python', not {self.kind!r}; "
                 "drop it, or set kind: python to train with that function"
             )
+        return self
+
+
+#: The metrics a model is scored on (``conveyor.evaluation.metrics.METRIC_NAMES``, kept import-free here).
+MetricName = Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"]
+#: A tuned parameter's name: a trainer param (an identifier; ``seed`` is ``trainer.seed``, not tuned).
+TUNING_PARAM_PATTERN = re.compile(r"^[A-Za-z_]\w*$")
+
+
+class SearchParam(_Frozen):
+    """One tuned parameter's range: ``float`` or ``int`` between ``low`` and ``high`` (``log``: sampled
+    log-uniformly; ``step``: on a grid), or ``categorical`` over ``choices``."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+    choices: tuple[str | int | float | bool | None, ...] | None = None
+
+    def check(self, name: str) -> None:
+        """Raises ``ValueError`` naming ``tuning.space.<name>`` when the range is not a usable one."""
+        where = f"tuning.space.{name}"
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError(f"{where}: a categorical parameter needs a non-empty list of choices")
+            if len(set(map(repr, self.choices))) != len(self.choices):
+                raise ValueError(f"{where}: choices {list(self.choices)} repeat a value")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError(
+                    f"{where}: a categorical parameter takes choices only, not low/high/log/step"
+                )
+            return
+        if self.choices is not None:
+            raise ValueError(f"{where}: a {self.type} parameter takes low and high, not choices")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{where}: a {self.type} parameter needs both low and high")
+        if not self.low < self.high:
+            raise ValueError(f"{where}: low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"{where}: a log-scale range needs low > 0, not {self.low:g}")
+        if self.log and self.step is not None:
+            raise ValueError(f"{where}: log and step cannot be combined (a log range has no fixed grid)")
+        if self.type == "int":
+            bounds = [self.low, self.high] + ([self.step] if self.step is not None else [])
+            if any(not float(v).is_integer() for v in bounds):
+                raise ValueError(f"{where}: an int parameter needs whole-number low, high and step")
+        if self.step is not None and self.step > self.high - self.low:
+            raise ValueError(
+                f"{where}: step ({self.step:g}) is wider than the range {self.low:g}..{self.high:g}"
+            )
+
+
+class TuningSpec(_Frozen):
+    """A hyperparameter search run before the final fit (Optuna, TPE sampler seeded with ``trainer.seed``).
+
+    Each trial fits the spec's trainer with ``{**trainer.params, **<sampled space>}`` and is scored on
+    the evaluation rows by ``metric`` (default: ``gate.primary_metric``); the budget is ``n_trials``
+    and/or ``timeout_minutes`` (at least one). The final model is fitted once more on the best
+    parameters. See ``docs/TUNING.md``.
+    """
+
+    metric: MetricName | None = None
+    n_trials: int | None = Field(default=None, ge=1)
+    timeout_minutes: float | None = Field(default=None, gt=0)
+    space: dict[str, SearchParam]
+
+    @model_validator(mode="after")
+    def _budget_and_space(self) -> TuningSpec:
+        if self.n_trials is None and self.timeout_minutes is None:
+            raise ValueError(
+                "tuning needs a budget: n_trials (how many trials), timeout_minutes (wall time), or both"
+            )
+        if not self.space:
+            raise ValueError("tuning.space is empty: name at least one trainer param to search")
+        for name, param in self.space.items():
+            if not TUNING_PARAM_PATTERN.match(name):
+                raise ValueError(f"tuning.space key {name!r} is not a parameter name (letters, digits, _)")
+            if name == "seed":
+                raise ValueError(
+                    "tuning.space cannot search 'seed': every trial and the final fit use trainer.seed"
+                )
+            param.check(name)
         return self
 
 
@@ -217,6 +378,8 @@ class ModelSpec(_Frozen):
     numeric_features: tuple[NumericFeature, ...] = ()
     categorical_features: tuple[CategoricalFeature, ...] = ()
     trainer: TrainerSpec
+    #: An optional hyperparameter search before the final fit (``None``: fit ``trainer.params`` as given).
+    tuning: TuningSpec | None = None
     gate: GateSpec = GateSpec()
     compression: CompressionSpec = CompressionSpec()
     deploy: DeploySpec = DeploySpec()
@@ -300,4 +463,38 @@ def list_spec_names() -> list[str]:
 
 
 def load_all_specs() -> list[ModelSpec]:
+    """Every spec in the specs folder.
+
+    Raises:
+        ValueError or pydantic.ValidationError: a spec file does not validate (see
+            :func:`scan_specs` to load the others anyway).
+    """
     return [load_spec(n) for n in list_spec_names()]
+
+
+def scan_specs(folder: Path | None = None) -> tuple[list[ModelSpec], dict[str, str]]:
+    """Every spec in ``folder`` (default: the specs folder) that validates, and each bad file's error.
+
+    One bad file never hides the others: its error is returned under its file name (as is a second
+    file declaring a model name another file already declares), for the caller to report. The DAG
+    file and the model server use it, so a spec added, broken or removed on a running stack never
+    takes the other models down.
+    """
+    folder = specs_dir() if folder is None else Path(folder)
+    specs: list[ModelSpec] = []
+    errors: dict[str, str] = {}
+    declared: dict[str, str] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            spec = _load(path, path.stat().st_mtime)
+        except Exception as exc:  # any unreadable or invalid file is reported, never raised
+            errors[path.name] = f"{type(exc).__name__}: {exc}"[:2000]
+            continue
+        if spec.name in declared:
+            errors[path.name] = (
+                f"declares model {spec.name!r}, which {declared[spec.name]} already declares; ignored"
+            )
+            continue
+        declared[spec.name] = path.name
+        specs.append(spec)
+    return specs, errors

@@ -58,6 +58,7 @@ def _run_key(dag_run_id: str) -> str:
 
 
 def _git_commit() -> str:
+    """The commit of the checkout this process runs from; ``unknown`` without git or a repository."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -104,7 +105,9 @@ def check_run_params(
     return end
 
 
-def validate_data(run: RunContext | Mapping[str, Any], *, tracking_uri: str) -> Validated:
+def validate_data(
+    run: RunContext | Mapping[str, Any], *, tracking_uri: str, source_url: str | None = None
+) -> Validated:
     """Load the data window, run the data contract, freeze a fingerprinted train/eval snapshot.
 
     Rows that fail a check of severity ``quarantine`` are set aside: written to
@@ -119,10 +122,14 @@ def validate_data(run: RunContext | Mapping[str, Any], *, tracking_uri: str) -> 
     is frozen and the result says ``unchanged``: the DAG ends there (retraining on the same rows gives
     the same model), unless ``force_retrain``.
 
-    The window is ``run.window_days`` (or the spec's) days up to ``run.window_end``.
+    The window is ``run.window_days`` (or the spec's) days up to ``run.window_end``, read from the
+    spec's ``data.source`` (the landing folder by default). A ``kind: sql`` source needs ``source_url``:
+    the SQLAlchemy URL of its Airflow connection (credentials included; never logged or returned).
 
     Raises:
         RunParamsError: the run's params are malformed (see :func:`check_run_params`); nothing ran.
+        PermanentError: a ``kind: sql`` source and no ``source_url`` (the message names the connection);
+            the source cannot be read (unreachable database, refused credentials, failing query).
         PermanentError: the window has no data or a batch breaks the contract (including more
             quarantined rows than ``data.max_quarantine_share``); nothing is frozen and the message names
             the failing checks and rows.
@@ -136,11 +143,18 @@ def validate_data(run: RunContext | Mapping[str, Any], *, tracking_uri: str) -> 
     from conveyor.registry.tracking import get_or_create_run, set_run_tags
 
     spec = load_spec(model)
+    source = spec.data.source
+    if source.kind == "sql" and not source_url:
+        raise PermanentError(
+            f"{model}: data.source is a SQL query through the Airflow connection {source.conn_id!r}, but "
+            "validate_data was given no source_url: resolve that connection to a SQLAlchemy URL "
+            "(conveyor_airflow.hooks.sql.sqlalchemy_url) and pass it"
+        )
     client = _session(tracking_uri).client()
     run_id = get_or_create_run(client, spec, dag_run_id=dag_run_id, dag_id=run.dag_id)
     days = run.window_days or spec.data.window_days
     try:
-        df = load_window(spec, end, days)
+        df = load_window(spec, end, days, source_url=source_url)
     except UnreadableBatchError as exc:
         _log_validation(client, run_id, unreadable_report(spec, exc.files))
         raise
@@ -466,12 +480,16 @@ def register(
         "triggered_by": checked.triggered_by or SCHEDULER_ACTOR,
         "compression": compressed.chosen,
         "parent_model_uri": trained.model_uri,
-        "git_commit": _git_commit(),
+        "git_commit": _source_commit(run),
         "params": json.dumps(run.params(), sort_keys=True, default=str),
         "trainer": spec.trainer.kind,
     }
     if validated.label_mix:
         lineage["label_mix"] = validated.label_mix  # stored as JSON, as on the MLflow run
+    if trained.tuning is not None:  # the search whose best params the model was fitted on
+        lineage["tuned"] = "true"
+        lineage[f"tuning_best_{trained.tuning.metric}"] = trained.tuning.best_value
+        lineage["tuning"] = trained.tuning.xcom()
     if checked.approved_by:
         lineage["approved_by"] = checked.approved_by
     if checked.is_override:
@@ -504,6 +522,26 @@ def register(
             },
         )
     return Registered(**dict(result), alias=CHALLENGER)
+
+
+def _source_commit(run: RunContext) -> str:
+    """The run's ``commit`` (what ``conveyor ci`` tested), else the worker's own checkout.
+
+    A worker that knows its commit and runs other code than the one asked for is logged: the
+    lineage then names the commit the run was triggered for, not the code that trained it.
+    """
+    local = _git_commit()
+    if not run.commit:
+        return local
+    if local != "unknown" and not (local.startswith(run.commit) or run.commit.startswith(local)):
+        log.warning(
+            "%s: the run was triggered for commit %s but this worker runs %s; the lineage records %s",
+            run.model,
+            run.commit,
+            local,
+            run.commit,
+        )
+    return run.commit
 
 
 def _validation_summary(validated: Validated) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "StageContractError",
     "StageModel",
     "TrainResult",
+    "TuningSummary",
     "Validated",
     "VariantReport",
 ]
@@ -116,6 +117,9 @@ class RunContext(StageModel):
         force: Override the gate (needs ``justification``; never applies to ``dry_run``).
         justification: Why the override.
         force_retrain: Train even when the window is the champion's training data.
+        commit: The git commit of the model code and specs this run trains (``conveyor ci`` sets
+            it; ``None``: the worker's own checkout). Recorded as the ``conveyor.git_commit``
+            lineage tag, so it is not repeated in :meth:`params`.
     """
 
     model: str
@@ -129,10 +133,13 @@ class RunContext(StageModel):
     force: bool = False
     justification: str | None = None
     force_retrain: bool = False
+    commit: str | None = Field(default=None, max_length=200)
 
     def params(self) -> dict[str, Any]:
-        """The run's params as JSON (the ``conveyor.params`` lineage tag)."""
-        return self.model_dump(mode="json", exclude={"model", "dag_id", "dag_run_id", "triggered_by"})
+        """The run's params as JSON (the ``conveyor.params`` lineage tag), less ``commit``."""
+        return self.model_dump(
+            mode="json", exclude={"model", "dag_id", "dag_run_id", "triggered_by", "commit"}
+        )
 
 
 class Validated(StageModel):
@@ -174,6 +181,31 @@ class Validated(StageModel):
         return self
 
 
+class TuningSummary(StageModel):
+    """How a spec's ``tuning:`` search went (``TrainResult.tuning``; the version's ``conveyor.tuning``).
+
+    Attributes:
+        metric: The metric the trials were scored by on the evaluation rows; ``direction`` orients it.
+        best_value: The best trial's ``metric``; ``best_params`` its sampled params (the final model's).
+        trials: Trials started; ``failed`` of them raised.
+        seconds: The search's wall time (the final fit excluded); ``budget_seconds`` and
+            ``budget_trials`` the spec's budget (``None``: not set).
+        stopped_by: ``n_trials``, ``timeout`` (the wall budget ran out, or the next trial would not fit
+            in what was left of it) or ``reused`` (an earlier try of the task found these params).
+    """
+
+    metric: str
+    direction: Literal["maximize", "minimize"]
+    best_value: float
+    best_params: dict[str, Any]
+    trials: int
+    failed: int
+    seconds: float
+    budget_trials: int | None = None
+    budget_seconds: float | None = None
+    stopped_by: Literal["n_trials", "timeout", "reused"]
+
+
 class TrainResult(StageModel):
     """What a trainer hands on to the gate, compression and registration (``train``'s result)."""
 
@@ -186,6 +218,9 @@ class TrainResult(StageModel):
     n_eval: int
     train_seconds: float
     model_size_bytes: int = Field(description="bytes of the files the serving runtime loads")
+    tuning: TuningSummary | None = Field(
+        default=None, description="the spec's tuning search, when it has one (params: its best)"
+    )
 
 
 class VariantReport(StageModel):

@@ -111,6 +111,7 @@ def test_training_dag_structure(dagbag) -> None:  # type: ignore[no-untyped-def]
         "force",
         "justification",
         "force_retrain",
+        "commit",
     }
     assert "0 2 * * *" in repr(dag.timetable) or "0 2 * * *" in str(dag.timetable.__dict__)
 
@@ -151,3 +152,52 @@ def test_deploy_dag_is_fed_by_the_registry_watcher(dagbag) -> None:  # type: ign
     assert [a.name for a in assets] == ["mlflow_registry_aliases"]
     watcher = assets[0].watchers[0]
     assert type(watcher.trigger).__name__ == "MlflowAliasChangedTrigger"
+
+
+_BROKEN_SPEC_PROBE = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
+broken = bag.dags["conveyor_train_broken"]
+try:
+    broken.get_task("check_spec").python_callable()
+    raised = None
+except Exception as exc:
+    raised = [type(exc).__name__, str(exc)]
+print(json.dumps({"ids": sorted(bag.dag_ids), "errors": {k: str(v) for k, v in bag.import_errors.items()},
+                  "description": broken.description, "raised": raised}))
+"""
+
+
+def test_a_broken_spec_file_gets_an_error_dag_and_the_others_still_load(tmp_path: Path) -> None:
+    """A spec added broken to a running stack never takes the other training DAGs down."""
+    import os
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    shipped = REPO / "include" / "specs"
+    churn = (shipped / "churn.yaml").read_text()
+    (specs / "churn.yaml").write_text(churn)
+    (specs / "broken.yaml").write_text(churn.replace("mode: enforce", "mode: x"))
+    env = {
+        **os.environ,
+        "CONVEYOR_SPECS_DIR": str(specs),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _BROKEN_SPEC_PROBE, str(REPO / "dags" / "conveyor_training.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["errors"] == {}
+    assert got["ids"] == ["conveyor_train_broken", "conveyor_train_churn"]
+    assert got["description"].startswith("INVALID SPEC broken.yaml")
+    kind, message = got["raised"]
+    assert kind == "AirflowFailException"
+    assert "model spec broken.yaml is invalid" in message and "gate.mode" in message

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from support.e2e import failure_logs, states, wait_for_champion
+from support.e2e import failure_logs, running_stack, stack_environment, states, wait_for_champion
+from support.specs import write_spec
 
-from conveyor.settings import Settings, get_settings
+from conveyor.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,29 +43,17 @@ NOT_REGISTERED = {"promote": "skipped", "compress": "skipped", "register": "skip
 
 
 def _write_spec(specs: Path, name: str, registered: str, **gate: Any) -> None:
-    from conveyor.config import DEFAULT_SPECS_DIR
-
-    raw = yaml.safe_load((DEFAULT_SPECS_DIR / "breast_cancer.yaml").read_text())
-    raw.update({"name": name, "registered_model_name": registered, "schedule": None})
-    raw["gate"] = {**raw["gate"], **gate}
-    (specs / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_spec(specs, name, registered, gate=gate)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Any, Path]]:
-    from conveyor.stack import down, isolated_settings, up
+    def specs(folder: Path) -> None:
+        _write_spec(folder, MODEL, REGISTERED)
+        _write_spec(folder, COLD, REGISTERED_COLD, cold_start="reject")
 
-    home = tmp_path_factory.mktemp("gate-stack")
-    specs = home / "specs"
-    specs.mkdir()
-    _write_spec(specs, MODEL, REGISTERED)
-    _write_spec(specs, COLD, REGISTERED_COLD, cold_start="reject")
-    settings = isolated_settings(home, specs_dir=specs)
-    info = up(settings, timeout=420)
-    try:
-        yield settings, info, specs
-    finally:
-        down(settings)
+    with running_stack(tmp_path_factory.mktemp("gate-stack"), specs) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -77,36 +65,29 @@ def env(stack: tuple[Settings, Any, Path]) -> Iterator[dict[str, Any]]:
     from conveyor.serving.client import ModelServerClient
 
     settings, info, specs = stack
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CONVEYOR_HOME", str(settings.home))
-    mp.setenv("CONVEYOR_DATA_ROOT", info.data_root)
-    mp.setenv("CONVEYOR_MLFLOW_TRACKING_URI", info.mlflow_url)
-    mp.setenv("CONVEYOR_SPECS_DIR", str(specs))
-    get_settings.cache_clear()
-    today = datetime.now(UTC).date()
-    for name in (MODEL, COLD):
-        spec = load_spec(name)
-        for day, frame in breast_cancer_batches(spec, spec.data.window_days, today, seed=0):
-            land_batch(spec, frame, day)
-    af = info.airflow_client()
-    for dag_id in (TRAIN, TRAIN_COLD, DEPLOY):
-        af.wait_for_dag(dag_id, timeout=240, unpause=True)
-    spec = load_spec(MODEL)
-    frame = breast_cancer_batches(spec, 1, today, seed=0)[0][1]
-    row = frame.sort_values(spec.data.id_column).iloc[:1][spec.feature_names].to_dict(orient="records")
-    server = ModelServerClient(info.model_server_url, token=info.model_server_token)
-    yield {
-        "af": af,
-        "mlflow": client_for(info.mlflow_url),
-        "server": server,
-        "specs": specs,
-        "today": today.isoformat(),
-        "row": row,
-        "user": af.username,
-    }
-    server.close()
-    mp.undo()
-    get_settings.cache_clear()
+    with stack_environment(settings, info, specs):
+        today = datetime.now(UTC).date()
+        for name in (MODEL, COLD):
+            spec = load_spec(name)
+            for day, frame in breast_cancer_batches(spec, spec.data.window_days, today, seed=0):
+                land_batch(spec, frame, day)
+        af = info.airflow_client()
+        for dag_id in (TRAIN, TRAIN_COLD, DEPLOY):
+            af.wait_for_dag(dag_id, timeout=240, unpause=True)
+        spec = load_spec(MODEL)
+        frame = breast_cancer_batches(spec, 1, today, seed=0)[0][1]
+        row = frame.sort_values(spec.data.id_column).iloc[:1][spec.feature_names].to_dict(orient="records")
+        server = ModelServerClient(info.model_server_url, token=info.model_server_token)
+        yield {
+            "af": af,
+            "mlflow": client_for(info.mlflow_url),
+            "server": server,
+            "specs": specs,
+            "today": today.isoformat(),
+            "row": row,
+            "user": af.username,
+        }
+        server.close()
 
 
 @contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +58,40 @@ def celery_executions(log_files: list[Path]) -> dict[tuple[str, str, str], list[
             task_id, dag_id, run_id = match.groups()
             seen.setdefault((dag_id, run_id, task_id), []).append(path.stem)
     return seen
+
+
+@contextmanager
+def running_stack(home: Path, write_specs: Callable[[Path], None]) -> Iterator[tuple[Any, Any, Path]]:
+    """An embedded stack in ``home`` on free ports, serving the specs ``write_specs`` puts in
+    ``home/specs``; stopped afterwards. Yields ``(settings, info, specs)``."""
+    from conveyor.stack import down, isolated_settings, up
+
+    specs = home / "specs"
+    specs.mkdir()
+    write_specs(specs)
+    settings = isolated_settings(home, specs_dir=specs)
+    info = up(settings, timeout=420)
+    try:
+        yield settings, info, specs
+    finally:
+        down(settings)
+
+
+@contextmanager
+def stack_environment(settings: Any, info: Any, specs: Path) -> Iterator[None]:
+    """This process reads the stack's home, data root, MLflow and specs (as its tasks do)."""
+    import pytest
+
+    from conveyor.settings import get_settings
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CONVEYOR_HOME", str(settings.home))
+    mp.setenv("CONVEYOR_DATA_ROOT", info.data_root)
+    mp.setenv("CONVEYOR_MLFLOW_TRACKING_URI", info.mlflow_url)
+    mp.setenv("CONVEYOR_SPECS_DIR", str(specs))
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        mp.undo()
+        get_settings.cache_clear()

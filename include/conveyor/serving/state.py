@@ -105,35 +105,12 @@ def read_specs(specs_dir: Path) -> list[ModelSpec]:
 
 
 def scan_specs(specs_dir: Path) -> tuple[list[ModelSpec], dict[str, str]]:
-    """Every spec in ``specs_dir`` that validates, and the error of each file that does not.
+    """:func:`conveyor.config.scan_specs` of the server's own specs folder, logging an empty one."""
+    from conveyor.config import scan_specs as scan
 
-    One bad file never hides the others: its error is returned under its file name (as is a second
-    file declaring a model name another file already declares), for the server to log and report.
-    """
-    import yaml
-
-    from conveyor.config import ModelSpec
-
-    specs: list[ModelSpec] = []
-    errors: dict[str, str] = {}
-    declared: dict[str, str] = {}
-    paths = sorted(Path(specs_dir).glob("*.yaml"))
-    if not paths:
+    if not any(Path(specs_dir).glob("*.yaml")):
         log.warning("no model specs in %s: the server will serve nothing", specs_dir)
-    for path in paths:
-        try:
-            spec = ModelSpec.model_validate(yaml.safe_load(path.read_text()))
-        except Exception as exc:
-            errors[path.name] = f"{type(exc).__name__}: {exc}"[:2000]
-            continue
-        if spec.name in declared:
-            errors[path.name] = (
-                f"declares model {spec.name!r}, which {declared[spec.name]} already declares; ignored"
-            )
-            continue
-        declared[spec.name] = path.name
-        specs.append(spec)
-    return specs, errors
+    return scan(Path(specs_dir))
 
 
 def specs_fingerprint(specs_dir: Path) -> tuple[tuple[str, int, int], ...]:

@@ -79,8 +79,19 @@ def train(spec: ModelSpec, train_df: pd.DataFrame, eval_df: pd.DataFrame, run_id
         EntrypointError: a ``python`` entrypoint does not import, or raised.
         UnsupportedModelError: a fit function returned something Conveyor cannot log.
         PredictionContractError: the model's predictions break the binary contract.
+        TuningError: with a ``tuning`` section, every trial of the search failed.
+
+    With a ``tuning`` section, the search (:mod:`conveyor.training.tuning`) runs first and the model
+    is fitted on its best params; the result's ``tuning`` says how the search went.
     """
+    tuning = None
+    if spec.tuning is not None:
+        from conveyor.training.tuning import tune
+
+        spec, tuning = tune(spec, train_df, eval_df, run_id)
     result = _trainer(spec.trainer.kind)(spec, train_df, eval_df, run_id)
+    if tuning is not None:
+        result = result.model_copy(update={"tuning": tuning})
     log_training(result)
     return result
 

@@ -91,12 +91,8 @@ def fit_and_log(
     spec_params = dict(spec.trainer.params)
 
     started = time.perf_counter()
-    if entrypoint is None:
-        returned = fit(train_frame, eval_frame, spec_params, spec.trainer.seed, context)
-    else:
-        returned = _call_user_fit(fit, entrypoint, train_frame, eval_frame, spec_params, context)
+    fitted = call_fit(fit, train_frame, eval_frame, spec_params, context)
     elapsed = time.perf_counter() - started
-    fitted = returned if isinstance(returned, Fitted) else Fitted(model=returned)
     params: dict[str, Any] = {**spec.trainer.params, "seed": spec.trainer.seed, **fitted.params}
     tags = {"conveyor.trainer": trainer, "conveyor.compression": "none"}
     if entrypoint is not None:
@@ -137,6 +133,25 @@ def fit_and_log(
         train_seconds=fitted.train_seconds if fitted.train_seconds is not None else elapsed,
         model_size_bytes=size,
     )
+
+
+def call_fit(
+    fit: FitFunction,
+    train_frame: pd.DataFrame,
+    eval_frame: pd.DataFrame,
+    params: dict[str, Any],
+    context: TrainContext,
+) -> Fitted:
+    """Call ``fit`` with ``params`` and the context's seed; what it returned, as a :class:`Fitted`.
+
+    The frames are :func:`~conveyor.training.base.labelled_frame`'s. A user's function
+    (``context.entrypoint`` set) gets copies of them, and its exceptions become :class:`EntrypointError`.
+    """
+    if context.entrypoint is None:
+        returned = fit(train_frame, eval_frame, params, context.seed, context)
+    else:
+        returned = _call_user_fit(fit, context.entrypoint, train_frame, eval_frame, params, context)
+    return returned if isinstance(returned, Fitted) else Fitted(model=returned)
 
 
 def _call_user_fit(
