@@ -73,6 +73,19 @@ def env(stack: tuple[Settings, Any, Path]) -> Iterator[dict[str, Any]]:
         server.close()
 
 
+@pytest.fixture(autouse=True)
+def stack_paths(
+    stack: tuple[Settings, Any, Path], conveyor_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test bodies land data where the stack reads it (the suite gives each test its own home)."""
+    from conveyor.settings import get_settings
+
+    settings, info, _ = stack
+    monkeypatch.setenv("CONVEYOR_HOME", str(settings.home))
+    monkeypatch.setenv("CONVEYOR_DATA_ROOT", info.data_root)
+    get_settings.cache_clear()
+
+
 def land(model: str, today: Any) -> None:
     """The model's window of breast-cancer batches, up to ``today``."""
     from conveyor.config import load_spec
