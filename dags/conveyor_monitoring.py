@@ -12,7 +12,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from conveyor.config import list_spec_names
+from conveyor.config import scan_specs
 
 
 @dag(
@@ -42,7 +42,9 @@ def conveyor_monitor() -> None:
         report = run_monitor(client, spec, now=now, served_version=champion)
         return report.model_dump(mode="json")
 
-    monitor.expand(model=list_spec_names())
+    # Every spec that validates, read at each parse: a spec added to a running stack is monitored
+    # from the next parse on, and a broken one (reported by its training DAG) is left out.
+    monitor.expand(model=[spec.name for spec in scan_specs()[0]])
 
 
 conveyor_monitor()

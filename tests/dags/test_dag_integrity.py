@@ -164,8 +164,9 @@ try:
     raised = None
 except Exception as exc:
     raised = [type(exc).__name__, str(exc)]
+monitored = bag.dags["conveyor_monitor"].get_task("monitor").op_kwargs_expand_input.value["model"]
 print(json.dumps({"ids": sorted(bag.dag_ids), "errors": {k: str(v) for k, v in bag.import_errors.items()},
-                  "description": broken.description, "raised": raised}))
+                  "description": broken.description, "raised": raised, "monitored": list(monitored)}))
 """
 
 
@@ -187,7 +188,7 @@ def test_a_broken_spec_file_gets_an_error_dag_and_the_others_still_load(tmp_path
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
     }
     done = subprocess.run(
-        [sys.executable, "-c", _BROKEN_SPEC_PROBE, str(REPO / "dags" / "conveyor_training.py")],
+        [sys.executable, "-c", _BROKEN_SPEC_PROBE, str(REPO / "dags")],
         env=env,
         capture_output=True,
         text=True,
@@ -196,7 +197,9 @@ def test_a_broken_spec_file_gets_an_error_dag_and_the_others_still_load(tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["errors"] == {}
-    assert got["ids"] == ["conveyor_train_broken", "conveyor_train_churn"]
+    trained = ["conveyor_train_broken", "conveyor_train_churn"]
+    assert got["ids"] == ["conveyor_deploy", "conveyor_monitor", *trained]
+    assert got["monitored"] == ["churn"]  # the broken spec is not monitored; the valid one is
     assert got["description"].startswith("INVALID SPEC broken.yaml")
     kind, message = got["raised"]
     assert kind == "AirflowFailException"
