@@ -778,6 +778,16 @@ def _contract_lines(spec: ModelSpec) -> tuple[list[str], list[str]]:
     return lines, warnings
 
 
+def _source_line(spec: ModelSpec, data_root: str) -> str:
+    """Where the window comes from, in words (no credentials: a SQL source names its connection)."""
+    source = spec.data.source
+    if source.kind == "files":
+        return f"reads {source.format} files under {source.uri}/{source.partition}=YYYY-MM-DD/"
+    if source.kind == "sql":
+        return f"runs its SQL query through the Airflow connection {source.conn_id!r} for each window"
+    return f"reads {data_root.rstrip('/')}/landing/{spec.name}/date=YYYY-MM-DD/*.parquet"
+
+
 def spec_plan(
     spec: ModelSpec, *, data_root: str = "<data root>"
 ) -> tuple[list[tuple[str, list[str]]], list[str]]:
@@ -799,7 +809,7 @@ def spec_plan(
         (
             "data",
             [
-                f"reads {data_root.rstrip('/')}/landing/{spec.name}/date=YYYY-MM-DD/*.parquet",
+                _source_line(spec, data_root),
                 f"window: the {data.window_days} day(s) ending at the run's window end",
                 f"rows named by {data.id_column}, dated by {data.event_time_column}, "
                 f"labelled by {data.target}",
@@ -827,6 +837,20 @@ def spec_plan(
             warnings.append(
                 f"trainer.params {unknown} are not parameters of {trainer.kind}: they are ignored"
             )
+    if spec.tuning is not None:
+        tuning = spec.tuning
+        budget = " and ".join(
+            part
+            for part in (
+                f"{tuning.n_trials} trials" if tuning.n_trials else "",
+                f"{tuning.timeout_minutes:g} min" if tuning.timeout_minutes else "",
+            )
+            if part
+        )
+        train.append(
+            f"tunes {sorted(tuning.space)} first (Optuna, seeded TPE) on "
+            f"{tuning.metric or spec.gate.primary_metric} within {budget}, then refits on the best"
+        )
     sections.append(("train", train))
 
     primary = gate.primary_metric

@@ -194,6 +194,24 @@ def test_plan_counts_severities() -> None:
     assert any("quarantined rows are set aside" in line for line in contract)
 
 
+def test_plan_names_the_data_source_and_the_tuning_budget() -> None:
+    churn = load_spec("churn")
+    assert any("/landing/churn/date=YYYY-MM-DD" in line for line in dict(spec_plan(churn)[0])["data"])
+    files = _with(churn, data__source={"kind": "files", "uri": "s3://b/exports", "format": "csv"})
+    assert "reads csv files under s3://b/exports/date=YYYY-MM-DD/" in dict(spec_plan(files)[0])["data"]
+    query = "SELECT * FROM t WHERE event_date >= :start AND event_date <= :end"
+    sql = _with(churn, data__source={"kind": "sql", "conn_id": "warehouse", "query": query})
+    assert any("connection 'warehouse'" in line for line in dict(spec_plan(sql)[0])["data"])
+    raw = churn.model_dump()
+    raw["tuning"] = {
+        "n_trials": 8,
+        "timeout_minutes": 2,
+        "space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.01}},
+    }
+    train = dict(spec_plan(ModelSpec.model_validate(raw))[0])["train"]
+    assert any("tunes ['learning_rate']" in line and "8 trials and 2 min" in line for line in train), train
+
+
 def test_validation_problems_name_the_field() -> None:
     raw = load_spec("churn").model_dump()
     raw["numeric_features"][1]["min"] = "low"
