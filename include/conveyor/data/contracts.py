@@ -919,9 +919,15 @@ def label_mix_check(
 
 
 def unreadable_report(spec: ModelSpec, files: dict[str, str]) -> ValidationReport:
-    """The report of a window that could not even be read: one failed check per unreadable file."""
+    """The report of a window that could not even be read: one failed check per unreadable file.
+
+    The check keeps its name ``readable_parquet`` for every file source (severities and dashboards key
+    on it); its detail names the format the spec reads (Parquet, or CSV for a ``files`` source).
+    """
+    source = spec.data.source
+    kind = "CSV" if source.kind == "files" and source.format == "csv" else "Parquet"
     failed = [
-        FailedCheck(expectation="readable_parquet", detail=f"{uri} is not readable Parquet ({why})")
+        FailedCheck(expectation="readable_parquet", detail=f"{uri} is not readable {kind} ({why})")
         for uri, why in files.items()
     ]
     return ValidationReport(

@@ -149,6 +149,10 @@ def test_an_unparseable_csv_file_is_named(churn: ModelSpec, tmp_path: Path) -> N
     assert list(err.value.files) == [f"file://{broken}"]
     assert "not readable CSV" in str(err.value) and f"file://{broken}" in str(err.value)
     assert "ParserError" in err.value.files[f"file://{broken}"]
+    from conveyor.data.contracts import unreadable_report
+
+    (check,) = unreadable_report(spec, err.value.files).failed  # the report the task writes says CSV
+    assert check.detail.startswith(f"file://{broken} is not readable CSV (ParserError")
     # Days without the broken file still load.
     assert len(load_window(spec, END_DAY - dt.timedelta(days=1), days=2)) == 2 * ROWS
 
