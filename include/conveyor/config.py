@@ -130,6 +130,13 @@ class SqlSource(_Frozen):
 DataSource = Annotated[LandingSource | FilesSource | SqlSource, Field(discriminator="kind")]
 
 
+#: What a model predicts (``task:`` in a spec): one output contract each (``docs/CONTRACTS.md``).
+TaskType = Literal["binary", "multiclass", "regression"]
+TASK_TYPES: tuple[str, ...] = ("binary", "multiclass", "regression")
+#: A class label of a classification target: an integer or a string, as the data holds it.
+Label = int | str
+
+
 class DataSpec(_Frozen):
     """Where the model's data lands and what every batch must satisfy."""
 
@@ -139,8 +146,17 @@ class DataSpec(_Frozen):
     window_days: int = Field(default=7, ge=1)
     min_rows: int = Field(default=100, ge=1)
     max_rows: int | None = None
-    positive_label: int = 1
-    #: Each class must hold at least this share of a window's rows (a one-class window fails validation).
+    #: binary: the target value that means "positive" (the model's ``probability`` is P(target == it)).
+    positive_label: Label = 1
+    #: Classification: the target's label set, in the order of the model's probability columns
+    #: (multiclass: required; binary: default ``[0, 1]``, must hold ``positive_label``). A label outside
+    #: it fails the contract. Not for regression.
+    classes: tuple[Label, ...] | None = None
+    #: Regression: the target's allowed range (inclusive; ``None``: unbounded on that side).
+    target_min: float | None = None
+    target_max: float | None = None
+    #: Classification: each class must hold at least this share of a window's rows (a window missing a
+    #: class fails validation).
     min_class_share: float = Field(default=0.01, ge=0, lt=0.5)
     #: Severity of a contract check when it fails: ``block`` fails validation (the default for every
     #: check but ``empty_day``, ``extra_columns`` and ``label_mix``, which ``warn``: reported, the run
@@ -215,8 +231,45 @@ class TrainerSpec(_Frozen):
         return self
 
 
-#: The metrics a model is scored on (``conveyor.evaluation.metrics.METRIC_NAMES``, kept import-free here).
-MetricName = Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"]
+#: The metrics each task type is scored on, all computed with ``sklearn.metrics``
+#: (``conveyor.tasks``); kept import-free here. The first is the gate's default primary metric.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss"),
+    "multiclass": (
+        "accuracy",
+        "f1_macro",
+        "f1_weighted",
+        "precision_macro",
+        "precision_weighted",
+        "recall_macro",
+        "recall_weighted",
+        "log_loss",
+        "roc_auc_ovr",
+    ),
+    "regression": ("rmse", "mae", "r2", "mape"),
+}
+#: Error metrics: lower is better, so a gate "floor" on one is a ceiling and improvement is a decrease.
+LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "rmse", "mae", "mape"})
+#: Any task's metric name.
+MetricName = Literal[
+    "roc_auc",
+    "accuracy",
+    "f1",
+    "precision",
+    "recall",
+    "log_loss",
+    "f1_macro",
+    "f1_weighted",
+    "precision_macro",
+    "precision_weighted",
+    "recall_macro",
+    "recall_weighted",
+    "roc_auc_ovr",
+    "rmse",
+    "mae",
+    "r2",
+    "mape",
+]
 #: A tuned parameter's name: a trainer param (an identifier; ``seed`` is ``trainer.seed``, not tuned).
 TUNING_PARAM_PATTERN = re.compile(r"^[A-Za-z_]\w*$")
 
@@ -274,6 +327,7 @@ class TuningSpec(_Frozen):
     parameters. See ``docs/TUNING.md``.
     """
 
+    #: Default: ``gate.primary_metric``. Must be one of the spec's task metrics.
     metric: MetricName | None = None
     n_trials: int | None = Field(default=None, ge=1)
     timeout_minutes: float | None = Field(default=None, gt=0)
@@ -338,7 +392,10 @@ class GateSpec(_Frozen):
     be at most that much worse, at ``confidence``.
     """
 
-    primary_metric: Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"] = "roc_auc"
+    #: Default: the task's first metric (binary ``roc_auc``, multiclass ``accuracy``, regression ``rmse``).
+    primary_metric: MetricName = "roc_auc"
+    #: Per metric, the least the challenger may score; for an error metric (``log_loss``, ``rmse``,
+    #: ``mae``, ``mape``) the most: a ceiling.
     floors: dict[str, float] = Field(default_factory=dict)
     min_improvement: float = 0.0
     decide_on: Literal["ci_lower_bound", "point_estimate"] = "ci_lower_bound"
@@ -363,7 +420,10 @@ class DeploySpec(_Frozen):
 class MonitorSpec(_Frozen):
     drift_threshold: float = Field(default=0.1, gt=0, description="p-value / distance threshold per feature")
     drift_share_alert: float = Field(default=0.5, gt=0, le=1)
+    #: Classification: alert when accuracy on labelled live predictions falls below this.
     min_live_accuracy: float | None = None
+    #: Regression: alert when the RMSE on labelled live predictions rises above this.
+    max_live_rmse: float | None = Field(default=None, gt=0)
     lookback_days: int = Field(default=7, ge=1)
 
 
@@ -372,6 +432,8 @@ class ModelSpec(_Frozen):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
+    #: What the model predicts: ``binary`` (default), ``multiclass`` or ``regression``.
+    task: TaskType = "binary"
     registered_model_name: str
     schedule: str | None = "0 2 * * *"
     data: DataSpec
@@ -384,6 +446,98 @@ class ModelSpec(_Frozen):
     compression: CompressionSpec = CompressionSpec()
     deploy: DeploySpec = DeploySpec()
     monitor: MonitorSpec = MonitorSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_default_primary_metric(cls, raw: Any) -> Any:
+        """A spec that names no ``gate.primary_metric`` gets its task's default one."""
+        if not isinstance(raw, dict):
+            return raw
+        task = raw.get("task", "binary")
+        gate = raw.get("gate")
+        if task in TASK_METRICS and task != "binary" and (gate is None or isinstance(gate, dict)):
+            gate = dict(gate or {})
+            gate.setdefault("primary_metric", TASK_METRICS[task][0])
+            raw = {**raw, "gate": gate}
+        return raw
+
+    @model_validator(mode="after")
+    def _target_fits_the_task(self) -> ModelSpec:
+        data, task = self.data, self.task
+        if task == "regression":
+            if data.classes is not None:
+                raise ValueError(
+                    f"spec {self.name!r}: data.classes is a classification label set; a regression "
+                    "target takes data.target_min/target_max instead"
+                )
+            if (
+                data.target_min is not None
+                and data.target_max is not None
+                and not data.target_min < data.target_max
+            ):
+                raise ValueError(f"spec {self.name!r}: data.target_min must be below data.target_max")
+        else:
+            if data.target_min is not None or data.target_max is not None:
+                raise ValueError(
+                    f"spec {self.name!r}: data.target_min/target_max bound a regression target; a "
+                    f"{task} target takes data.classes (its label set)"
+                )
+            classes = self.classes
+            if len(set(classes)) != len(classes):
+                raise ValueError(f"spec {self.name!r}: data.classes {list(classes)} repeats a label")
+            if task == "binary":
+                if len(classes) != 2:
+                    raise ValueError(
+                        f"spec {self.name!r}: a binary target has two classes, data.classes has "
+                        f"{len(classes)}; use task: multiclass for more"
+                    )
+                if data.positive_label not in classes:
+                    raise ValueError(
+                        f"spec {self.name!r}: data.positive_label {data.positive_label!r} is not one of "
+                        f"data.classes {list(classes)}"
+                    )
+            elif len(classes) < 2:
+                raise ValueError(
+                    f"spec {self.name!r}: task multiclass needs data.classes, the target's label set "
+                    "(two labels or more, integers or strings), e.g. classes: [setosa, versicolor, virginica]"
+                )
+        allowed = TASK_METRICS[task]
+        used: list[tuple[str, str]] = [("gate.primary_metric", self.gate.primary_metric)]
+        used += [("gate.floors", m) for m in self.gate.floors]
+        used += [("gate.slices.floors", m) for m in self.gate.slices.floors]
+        if self.tuning is not None and self.tuning.metric is not None:
+            used.append(("tuning.metric", self.tuning.metric))
+        for where, metric in used:
+            if metric not in allowed:
+                raise ValueError(
+                    f"spec {self.name!r}: {where} names {metric!r}, which is not a {task} metric; "
+                    f"use one of {', '.join(allowed)}"
+                )
+        if task == "regression" and self.monitor.min_live_accuracy is not None:
+            raise ValueError(
+                f"spec {self.name!r}: monitor.min_live_accuracy is for classification; a regression "
+                "model takes monitor.max_live_rmse"
+            )
+        if task != "regression" and self.monitor.max_live_rmse is not None:
+            raise ValueError(
+                f"spec {self.name!r}: monitor.max_live_rmse is for regression; a {task} model takes "
+                "monitor.min_live_accuracy"
+            )
+        return self
+
+    @property
+    def classes(self) -> tuple[Label, ...]:
+        """The classification label set (binary default ``(0, 1)``); empty for regression."""
+        if self.task == "regression":
+            return ()
+        if self.data.classes is not None:
+            return self.data.classes
+        return (0, 1) if self.task == "binary" else ()
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics this spec's models are scored on (its task's)."""
+        return TASK_METRICS[self.task]
 
     @model_validator(mode="after")
     def _features_are_distinct(self) -> ModelSpec:

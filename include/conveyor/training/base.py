@@ -375,7 +375,8 @@ def log_pyfunc_model(
         run_id: the DAG run's MLflow run.
         pip_requirements: pinned requirements (see :func:`pinned_requirements`); never inferred.
         example: a few raw feature rows stored as the input example.
-        model_config: passed to the pyfunc as ``context.model_config``.
+        model_config: passed to the pyfunc as ``context.model_config``, with the spec's ``task`` and
+            ``classes`` added (``conveyor.tasks.model_config``).
         tags: tags of the logged model.
         name: the logged model's name.
 
@@ -391,15 +392,20 @@ def log_pyfunc_model(
             f"model {spec.name!r}: refusing to log a model without {sorted(missing)}; "
             "write them with write_golden_rows / write_reference first."
         )
+    import conveyor.pyfunc_outputs
+    from conveyor.tasks import model_config as task_config
+
     with active_run(run_id):
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=os.fspath(code_path),
             artifacts={key: os.fspath(value) for key, value in artifacts.items()},
+            # The output contract ships with the model: the wrapper imports ``pyfunc_outputs``.
+            code_paths=[str(Path(conveyor.pyfunc_outputs.__file__))],
             signature=signature_for(spec),
             input_example=example,
             pip_requirements=list(pip_requirements),
-            model_config=dict(model_config or {}),
+            model_config={**task_config(spec), **dict(model_config or {})},
             tags=dict(tags or {}),
         )
     return info
