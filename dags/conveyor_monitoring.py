@@ -3,8 +3,9 @@
 
 Hourly, for every model spec with a `champion`: reads the model server's prediction log for the
 look-back window, compares each feature's distribution with the champion's training reference
-(Evidently), joins delayed labels from the landing area to compute live accuracy, precision,
-recall, F1 and ROC AUC, and logs the report to the MLflow experiment `conveyor/<model>/monitoring`.
+(Evidently), joins delayed labels from the landing area to compute live quality with the task's
+metrics (classification: accuracy against `monitor.min_live_accuracy`; regression: RMSE against
+`monitor.max_live_rmse`), and logs the report to the MLflow experiment `conveyor/<model>/monitoring`.
 """
 
 from __future__ import annotations

@@ -35,23 +35,23 @@ from conveyor.pyfunc_outputs import (
 __all__ = [
     "LOWER_IS_BETTER",
     "TASK_METRICS",
-    "TargetError",
     "OutputContractError",
-    "encode_target",
-    "decode_labels",
-    "output_columns",
-    "output_frame",
-    "outputs",
-    "probability_column",
-    "scores_of",
+    "TargetError",
     "check_outputs",
-    "output_types",
-    "model_config",
-    "metrics",
+    "decode_labels",
+    "encode_target",
+    "improvement",
     "metric",
     "metric_function",
-    "improvement",
+    "metrics",
+    "model_config",
+    "output_columns",
+    "output_frame",
+    "output_types",
+    "outputs",
     "prediction_values",
+    "probability_column",
+    "scores_of",
 ]
 
 #: Probabilities are clipped this far from 0 and 1 before log loss (as scikit-learn's models do).
@@ -201,13 +201,15 @@ def check_outputs(spec: ModelSpec, frame: Any, n_rows: int, *, where: str = "mod
         raise OutputContractError(f"{where} returned {len(frame)} rows for {n_rows} inputs")
     for column, kind in output_types(spec):
         dtype = frame[column].dtype
-        ok = {"double": dtype == np.float64, "long": dtype == np.int64, "string": dtype == object}[kind]
+        wanted_dtype = {"double": np.dtype("float64"), "long": np.dtype("int64"), "string": np.dtype("O")}
+        ok = dtype == wanted_dtype[kind]
         if not ok:
             wanted = {"double": "float64", "long": "int64", "string": "object (str)"}[kind]
             raise OutputContractError(f"{where} returned {column!r} as {dtype}, expected {wanted}")
     scores = scores_of(spec, frame)
     if not np.all(np.isfinite(scores)):
-        raise OutputContractError(f"{where} returned non-finite {'values' if spec.task == 'regression' else 'probabilities'}")
+        what = "values" if spec.task == "regression" else "probabilities"
+        raise OutputContractError(f"{where} returned non-finite {what}")
     if spec.task == "regression":
         return frame
     if np.any((scores < 0) | (scores > 1)):
