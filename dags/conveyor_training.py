@@ -7,7 +7,7 @@ One DAG per model spec in `include/specs/*.yaml` (`conveyor_train_<model>`).
 |---|---|
 | `validate_data` | loads the data window from the landing area, runs the model's Great Expectations contract, freezes a train/eval snapshot (fingerprinted). A bad batch fails here, naming the failing checks and rows. |
 | `data_changed` | ends the run here, green, when the window is exactly the rows the current `champion` was trained on ("unchanged data"; every later task is skipped), unless `force_retrain`. |
-| `train` | trains the spec's trainer (Keras 3 MLP or scikit-learn Pipeline) and logs it to MLflow with signature, input example, golden rows and pinned requirements. |
+| `train` | trains the spec's trainer (Keras 3 MLP, scikit-learn Pipeline or the team's own entrypoint, optionally tuned) for its task type and logs it to MLflow with signature, input example, golden rows and pinned requirements. |
 | `evaluate_gate` | scores challenger and current `champion` on the same frozen eval snapshot; floors, minimum improvement, paired bootstrap, cold-start rule. |
 | `gate` | branches: `promote` when the gate let the challenger through (or an override with a justification); `await_approval` (Airflow's HITL approval, gate mode `require_approval`, passing challengers only) → `promote` once a person approves; else `not_promoted` (nothing is compressed or registered). |
 | `promote` | records who let the challenger through (the gate, the approver, or the override's user and justification); refuses anything else. Only after it succeeds do `compress` and `register` run. |

@@ -213,7 +213,10 @@ def logs(
 @app.command("land-data")
 def land_data(
     model: Annotated[str, typer.Option(help="Spec name (include/specs/<model>.yaml).")] = "churn",
-    days: Annotated[int, typer.Option(help="How many daily batches.")] = 7,
+    days: Annotated[
+        int | None,
+        typer.Option(help="How many daily batches (default: the demo's, e.g. 7 for churn, 14 for digits)."),
+    ] = None,
     end_day: Annotated[str | None, typer.Option(help="Newest day, YYYY-MM-DD (default: today, UTC).")] = None,
     rows_per_day: Annotated[int, typer.Option(help="Rows per daily batch (churn).")] = 400,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -226,9 +229,10 @@ def land_data(
     """Land synthetic daily batches into the data root's landing area."""
     from conveyor.config import load_spec
     from conveyor.data.generate import land_demo_data
-    from conveyor.demo import use_settings
+    from conveyor.demo import DEMO_DAYS, use_settings
 
     settings = _settings()
+    days = days if days is not None else DEMO_DAYS.get(model, 7)
     try:
         day = dt.date.fromisoformat(end_day) if end_day else dt.datetime.now(dt.UTC).date()
     except ValueError as exc:
@@ -508,19 +512,25 @@ def gate_verdict(details: dict[str, Any]) -> str:
 
 @app.command()
 def demo(
-    models: Annotated[str, typer.Option(help="Comma-separated spec names.")] = "churn,breast_cancer",
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated spec names (default: every shipped spec: churn, breast_cancer, digits, "
+            "diabetes)."
+        ),
+    ] = None,
     airflow_port: Annotated[int | None, typer.Option(help="Airflow port if the stack is started.")] = None,
     mlflow_port: Annotated[int | None, typer.Option(help="MLflow port if the stack is started.")] = None,
     model_server_port: Annotated[int | None, typer.Option(help="Model server port if started.")] = None,
 ) -> None:
     """Land data, start the stack, train, deploy, predict: the whole loop; leaves the stack running."""
-    from conveyor.demo import run_demo
+    from conveyor.demo import DEMO_DAYS, run_demo
 
     settings = _settings(
         airflow_port=airflow_port, mlflow_port=mlflow_port, model_server_port=model_server_port
     )
     try:
-        run_demo(settings, console=console, models=_csv(models))
+        run_demo(settings, console=console, models=_csv(models) if models else tuple(DEMO_DAYS))
     except KeyboardInterrupt:
         console.print("interrupted; the stack keeps running (`make down` stops it)")
         raise typer.Exit(130) from None

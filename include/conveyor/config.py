@@ -26,7 +26,8 @@ DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[2] / "include" / "specs"
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: The contract checks whose failing rows can be told apart, so ``data.severities`` may set them to
 #: ``quarantine`` (set those rows aside, go on with the rest). Every other check is about the batch as a
-#: whole (row count, class presence and shares, empty days, extra columns, the label mix).
+#: whole (row count, ``class_share``: each class present and frequent enough, empty days, extra columns,
+#: the label mix).
 QUARANTINABLE_CHECKS: tuple[str, ...] = (
     "expect_column_values_to_not_be_null",
     "expect_column_values_to_be_unique",
@@ -170,7 +171,8 @@ class DataSpec(_Frozen):
     #: (check ``quarantine_share``): that many bad rows is a broken feed, not a few bad records.
     max_quarantine_share: float = Field(default=0.05, ge=0, lt=1)
     #: The ``label_mix`` check fails when a class's share of the window moved by more than this
-    #: (absolute difference) from the reference mix (the champion's training window).
+    #: (absolute difference) from the reference mix (the champion's training window); for regression
+    #: when the share of targets below one of the reference's 10/25/50/75/90% quantiles moved that much.
     max_label_shift: float = Field(default=0.2, gt=0, le=1)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     #: Where the data comes from: the landing folder (default), files under a URI, or a SQL query.

@@ -1,11 +1,14 @@
 """``conveyor demo``: the whole loop on one machine, from landed data to a served prediction.
 
-1. land demo data (7 days of churn, 30 days of breast-cancer) ending today,
+1. land demo data ending today for every shipped spec (:data:`DEMO_DAYS`: 7 days of churn, 30 of
+   breast-cancer, 14 of digits and of diabetes: the binary, multiclass and regression task types),
 2. start the local stack (or find it running),
 3. wait for the training DAGs to be parsed, trigger them through the REST API and follow them
    task by task,
 4. wait for the ``conveyor_deploy`` run that the new ``challenger`` alias sets off and follow it,
-5. send real rows of the landed data to the model server and print its predictions,
+5. send real rows of the landed data to the model server and print its predictions (the columns of
+   each task's output contract: binary probability and prediction, multiclass the predicted class and
+   its probability, regression the predicted value),
 6. print where everything is (Airflow, MLflow, model server) with the local credentials.
 
 The stack keeps running afterwards (``make down`` stops it). Any failed step raises
@@ -35,7 +38,9 @@ from conveyor.airflow_api import AirflowClient, parse_api_datetime
 from conveyor.errors import ConveyorError
 from conveyor.settings import Settings, get_settings
 
-DEMO_DAYS = {"churn": 7, "breast_cancer": 30}
+#: Days of demo data landed per shipped spec (each spec's window; scikit-learn's datasets are spread
+#: over them). The demo trains, deploys and queries these models.
+DEMO_DAYS = {"churn": 7, "breast_cancer": 30, "digits": 14, "diabetes": 14}
 DEPLOY_DAG_ID = "conveyor_deploy"
 TRAINING_TIMEOUT_S = 2400.0
 DEPLOY_WAIT_S = 900.0
@@ -250,23 +255,60 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _number(value: Any, digits: int = 4) -> str:
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return "" if value is None else str(value)
+
+
+def prediction_cells(task: str, prediction: dict[str, Any]) -> list[str]:
+    """One served prediction as the table's cells for ``task`` (see :func:`prediction_columns`)."""
+    if task == "multiclass":
+        from conveyor.pyfunc_outputs import PROBABILITY_PREFIX
+
+        probabilities = [
+            v for k, v in prediction.items() if str(k).startswith(PROBABILITY_PREFIX) and v is not None
+        ]
+        top = max((float(v) for v in probabilities), default=float("nan"))
+        return [str(prediction.get("prediction")), _number(top)]
+    if task == "regression":
+        return [_number(prediction.get("prediction"), 2)]
+    return [_number(prediction.get("probability")), str(prediction.get("prediction"))]
+
+
+def prediction_columns(task: str) -> list[str]:
+    """The table's prediction columns per task: the output contract's, a multiclass model's class
+    probabilities shown as the predicted class's one."""
+    if task == "multiclass":
+        return ["prediction", "probability (top class)"]
+    if task == "regression":
+        return ["prediction"]
+    return ["probability", "prediction"]
+
+
 def predict_table(
     model: str, records: list[dict[str, Any]], labels: list[Any], predictions: list[Any]
 ) -> Table:
+    """A rich table of served predictions with each row's actual label, in the columns of the model's
+    task (:func:`prediction_columns`)."""
     from conveyor.config import load_spec
 
-    id_column = load_spec(model).data.id_column
-    table = Table(title=f"predictions of {model} (rows of the newest landed batch)", title_justify="left")
+    spec = load_spec(model)
+    id_column = spec.data.id_column
+    table = Table(
+        title=f"predictions of {model} ({spec.task}; rows of the newest landed batch)", title_justify="left"
+    )
     table.add_column(id_column)
-    table.add_column("probability", justify="right")
-    table.add_column("prediction", justify="right")
-    table.add_column("actual label", justify="right")
+    for column in prediction_columns(spec.task):
+        table.add_column(column, justify="right")
+    table.add_column("actual", justify="right")
     for i, (record, pred) in enumerate(zip(records, predictions, strict=False)):
+        actual = labels[i] if i < len(labels) else ""
         table.add_row(
             str(record.get(id_column, i)),
-            f"{float(pred.get('probability', float('nan'))):.4f}",
-            str(pred.get("prediction")),
-            str(labels[i]) if i < len(labels) else "",
+            *prediction_cells(spec.task, pred),
+            _number(actual, 2) if spec.task == "regression" and actual != "" else str(actual),
         )
     return table
 
@@ -326,7 +368,7 @@ def run_demo(
     settings: Settings | None = None,
     *,
     console: Console | None = None,
-    models: Sequence[str] = ("churn", "breast_cancer"),
+    models: Sequence[str] = tuple(DEMO_DAYS),
     end_day: dt.date | None = None,
     up_timeout: float | None = None,
 ) -> dict[str, list[Any]]:
@@ -335,7 +377,7 @@ def run_demo(
     Args:
         settings: Which stack (home, ports, data root); the process settings by default.
         console: Where to print; a fresh rich console by default.
-        models: Spec names to train, deploy and query.
+        models: Spec names to train, deploy and query (default: every spec of :data:`DEMO_DAYS`).
         end_day: Last landed day (today, UTC, by default).
         up_timeout: Seconds ``up`` may take to get healthy.
 
@@ -346,7 +388,7 @@ def run_demo(
         DemoError: A step failed; the message names it (and a failed task's log tail).
     """
     from conveyor import stack
-    from conveyor.config import load_spec
+    from conveyor.config import list_spec_names, load_spec
     from conveyor.data.generate import land_demo_data
 
     settings = settings or get_settings()
@@ -354,10 +396,12 @@ def run_demo(
     end_day = end_day or dt.datetime.now(dt.UTC).date()
     started = time.monotonic()
 
-    # 1. Data first: a scheduled run that starts as soon as a DAG is parsed then finds it too.
+    # 1. Data first: a scheduled run that starts as soon as a DAG is parsed then finds it too. Every
+    # shipped spec gets its data (their DAGs are scheduled), whichever models the demo trains.
     console.rule("[bold]1. land demo data")
     with use_settings(settings):
-        for model in models:
+        shipped = set(list_spec_names())
+        for model in dict.fromkeys([*models, *(m for m in DEMO_DAYS if m in shipped)]):
             days = DEMO_DAYS.get(model, 7)
             uris = land_demo_data(load_spec(model), days=days, end_day=end_day, seed=0)
             console.print(f"{model}: {len(uris)} daily batches up to {end_day} under {settings.data_root}")

@@ -2,10 +2,12 @@
 
 :func:`read_sample` reads a data sample (a Parquet or CSV file, a folder of them with or without
 ``date=YYYY-MM-DD`` partitions, a glob, any fsspec URI) and :func:`draft_spec` turns it into a starting
-spec: the id, event-time and target columns, numeric features with their observed range widened by a
-margin, categorical features with their observed categories, null shares as ``max_null_fraction``, and
-the other sections (trainer, gate, compression, deploy, monitor) at the shipped specs' defaults, every
-guess marked ``TODO`` in a YAML comment. The draft is validated with :class:`ModelSpec` before it is
+spec: the id, event-time and target columns, the task's target contract (binary 0/1; multiclass the
+observed label set as ``data.classes``; regression the observed range, widened, as ``data.target_min``/
+``target_max``), numeric features with their observed range widened by a margin, categorical features
+with their observed categories, null shares as ``max_null_fraction``, and the other sections (trainer,
+gate, compression, deploy, monitor) at the shipped specs' defaults for the task, every guess marked
+``TODO`` in a YAML comment. The draft is validated with :class:`ModelSpec` before it is
 returned, so what is written always loads.
 
 :func:`load_spec_file` validates a spec file and collects what is wrong as :class:`SpecProblem` rows
@@ -25,14 +27,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import ValidationError
 
-from conveyor.config import ModelSpec
+from conveyor.config import LOWER_IS_BETTER, TASK_METRICS, TASK_TYPES, ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
     from rich.table import Table
 
-#: What ``--task`` accepts: the spec has no task field yet and every model is a binary classifier.
-SUPPORTED_TASKS: tuple[str, ...] = ("binary",)
+#: What ``--task`` accepts: the spec's task types.
+SUPPORTED_TASKS: tuple[str, ...] = TASK_TYPES
+#: A multiclass target with more distinct labels than this is refused (an id, or a regression target).
+DEFAULT_MAX_CLASSES = 50
 #: File names read from a folder or glob (anything else in it is skipped).
 DATA_SUFFIXES: tuple[str, ...] = (".parquet", ".pq", ".csv", ".csv.gz")
 DEFAULT_MARGIN = 0.1
@@ -263,40 +267,126 @@ def _pick_time(df: pd.DataFrame, wanted: str | None, taken: set[str]) -> str:
     return found[0]
 
 
-def _check_target(df: pd.DataFrame, target: str, task: str) -> tuple[float, int]:
-    """The share of positive (1) labels and the number of rows without a label."""
+@dataclass(frozen=True)
+class _Target:
+    """What the sample says about the target, per task."""
+
+    unlabelled: int
+    #: binary: the share of 1s.
+    positive_share: float = 0.0
+    #: multiclass: the label set (sorted) and each label's share of the labelled rows.
+    classes: tuple[Any, ...] = ()
+    shares: tuple[float, ...] = ()
+    #: regression: the observed range, its mean and standard deviation.
+    low: float = 0.0
+    high: float = 0.0
+    mean: float = 0.0
+    std: float = 0.0
+    integer: bool = False
+
+    @property
+    def rarest(self) -> float:
+        """The rarest class's share (classification)."""
+        if self.shares:
+            return min(self.shares)
+        return min(self.positive_share, 1 - self.positive_share)
+
+
+def _check_target(df: pd.DataFrame, target: str, task: str) -> _Target:
+    """What the target column holds, checked for ``task``.
+
+    Raises:
+        SpecDraftError: an unknown task, a missing or empty target, or values the task cannot take
+            (binary: not 0/1 or one class only; multiclass: fewer than two labels, too many, or
+            fractional numbers; regression: not numbers, or a constant).
+    """
     import pandas as pd
 
     if task not in SUPPORTED_TASKS:
-        raise SpecDraftError(
-            f"--task {task!r} is not supported yet: every spec is a binary classifier today (data.target "
-            "holds 0/1, 1 the positive class), so --task accepts only 'binary'. Multiclass and regression "
-            "models are not supported yet."
-        )
+        raise SpecDraftError(f"--task {task!r} is not a task type; use one of {', '.join(SUPPORTED_TASKS)}")
     if target not in df.columns:
         raise SpecDraftError(f"--target {target!r} is not a column of the sample; it has {list(df.columns)}")
     series = df[target]
     labels = series.dropna()
     if labels.empty:
         raise SpecDraftError(f"--target {target!r} has no values in the sample")
+    unlabelled = int(series.isna().sum())
     distinct = list(pd.unique(labels))
     shown = sorted(map(str, distinct))[:10]
-    numeric = pd.api.types.is_bool_dtype(labels) or pd.api.types.is_numeric_dtype(labels)
-    if numeric and {float(v) for v in distinct} <= {0.0, 1.0}:
+    boolean = pd.api.types.is_bool_dtype(labels)
+    numeric = not boolean and pd.api.types.is_numeric_dtype(labels)
+    if task == "regression":
+        if not numeric:
+            raise SpecDraftError(
+                f"--target {target!r} holds {labels.dtype} values (e.g. {shown[:5]}), not numbers: a "
+                "regression target is a number. Land it as numbers, or draft a classifier "
+                "(--task binary or multiclass)."
+            )
+        values = labels.astype(float)
+        if values.isin([math.inf, -math.inf]).any():
+            raise SpecDraftError(f"--target {target!r} holds infinite values; land them as empty values")
+        low, high = float(values.min()), float(values.max())
+        if low == high:
+            raise SpecDraftError(
+                f"--target {target!r} is {_short(low)} in every row of the sample: nothing to learn. "
+                "Draft from a sample where it varies."
+            )
+        return _Target(
+            unlabelled=unlabelled,
+            low=low,
+            high=high,
+            mean=float(values.mean()),
+            std=float(values.std(ddof=0)),
+            integer=bool((values % 1 == 0).all()),
+        )
+    if task == "multiclass":
+        if numeric and not bool((labels.astype(float) % 1 == 0).all()):
+            raise SpecDraftError(
+                f"--target {target!r} holds fractional numbers (e.g. {shown[:5]}): class labels are "
+                "integers or strings. A measured quantity is a regression target: --task regression."
+            )
+        if numeric:
+            classes: list[Any] = sorted({int(v) for v in distinct})
+            keys = labels.astype(float).astype(int)
+        elif not boolean and _all_strings(labels):
+            classes = sorted({str(v) for v in distinct})
+            keys = labels.astype(str)
+        else:
+            raise SpecDraftError(
+                f"--target {target!r} holds {labels.dtype} values (e.g. {shown[:5]}): class labels are "
+                "integers or strings. Land the labels as one or the other, then draft again."
+            )
+        if len(classes) < 2:
+            raise SpecDraftError(
+                f"--target {target!r} holds only {shown} in the sample: a classifier needs two labels or "
+                "more. Draft from a sample with every class."
+            )
+        if len(classes) > DEFAULT_MAX_CLASSES:
+            raise SpecDraftError(
+                f"--target {target!r} has {len(classes)} distinct labels (e.g. {shown}): more than "
+                f"{DEFAULT_MAX_CLASSES} classes is more likely an id or a quantity (--task regression) "
+                "than a label set."
+            )
+        counts = keys.value_counts()
+        shares = tuple(float(counts.get(c, 0)) / len(labels) for c in classes)
+        return _Target(unlabelled=unlabelled, classes=tuple(classes), shares=shares)
+    if (numeric or boolean) and {float(v) for v in distinct} <= {0.0, 1.0}:
         if len(distinct) < 2:
             raise SpecDraftError(
                 f"--target {target!r} holds only {shown} in the sample: a binary model needs both 0 and 1. "
                 "Draft from a sample with both classes."
             )
-        return float(labels.astype(float).mean()), int(series.isna().sum())
+        return _Target(unlabelled=unlabelled, positive_share=float(labels.astype(float).mean()))
     if len(distinct) > 2:
         raise SpecDraftError(
-            f"--target {target!r} has {len(distinct)} distinct labels (e.g. {shown}): multiclass and "
-            "regression models are not supported yet; the target must be 0/1 (1 = the positive class)."
+            f"--target {target!r} has {len(distinct)} distinct labels (e.g. {shown}): not a binary 0/1 "
+            "target. Draft a multiclass model (--task multiclass: the labels become data.classes) or a "
+            "regression model (--task regression: a number to predict)."
         )
     raise SpecDraftError(
-        f"--target {target!r} holds {shown}: the data contract and the trainers want 0/1 integers "
-        "(1 = the positive class). Map the labels to 0/1 when the data lands, then draft again."
+        f"--target {target!r} holds {shown}: the binary draft wants 0/1 integers (1 = the positive class). "
+        "Map the labels to 0/1 when the data lands, then draft again (or --task multiclass keeps them "
+        "as labels)."
     )
 
 
@@ -440,9 +530,11 @@ def draft_spec(
     Args:
         df: the sample, as read by :func:`read_sample`.
         name: the spec's name (lower case, digits and ``_``).
-        target: the label column (0/1, 1 the positive class).
+        target: the target column: binary 0/1 (1 the positive class), multiclass labels (integers or
+            strings), regression numbers.
         source: where the sample came from (said in the file's header comment).
-        task: ``binary``, the only kind of model specs describe today.
+        task: ``binary`` (default), ``multiclass`` (the labels seen become ``data.classes``) or
+            ``regression`` (the range seen, widened by ``margin``, becomes ``data.target_min``/``max``).
         id_column: the row id column; guessed (a unique integer/string column named like ``*_id``) if
             ``None``.
         time_column: the event time column; guessed (a date/datetime column) if ``None``.
@@ -453,7 +545,7 @@ def draft_spec(
 
     Raises:
         SpecDraftError: a bad argument, or a sample that cannot make a valid spec (no id, no event
-            time, a target that is not 0/1, no usable features); the message says what to change.
+            time, a target the task cannot take, no usable features); the message says what to change.
     """
     if not _NAME.match(name):
         raise SpecDraftError(
@@ -467,7 +559,7 @@ def draft_spec(
         raise SpecDraftError(f"--max-categories must be at least 1, got {max_categories}")
     if df.empty:
         raise SpecDraftError("the sample has no rows")
-    positive_share, unlabelled = _check_target(df, target, task)
+    found = _check_target(df, target, task)
     if id_column == target:
         raise SpecDraftError(f"--id {id_column!r} is also the target")
     ident = _pick_id(df.drop(columns=[target]), id_column)
@@ -485,21 +577,21 @@ def draft_spec(
         notes.append(
             f"{int(stamps.isna().sum())} rows have no {when}: the contract blocks a window with any of them"
         )
-    if unlabelled:
+    if found.unlabelled:
         notes.append(
-            f"{unlabelled} rows have no {target}: the contract blocks unlabelled rows; drop them first"
+            f"{found.unlabelled} rows have no {target}: the contract blocks unlabelled rows; drop them first"
         )
-    minority = min(positive_share, 1 - positive_share)
     class_share = None
-    if minority < 0.01:
-        class_share = math.floor(minority / 2 * 1000) / 1000
+    if task != "regression" and found.rarest < 0.01:
+        class_share = math.floor(found.rarest / 2 * 1000) / 1000
         notes.append(
-            f"the rarer class is {_pct(minority)} of the sample: data.min_class_share set to {class_share} "
-            "(default 0.01) so such a window passes"
+            f"the rarest class is {_pct(found.rarest)} of the sample: data.min_class_share set to "
+            f"{class_share} (default 0.01) so such a window passes"
         )
     min_rows = min(DRAFT_MIN_ROWS, n)
     per_day = f", about {n / len(days):,.0f} rows a day" if days else ""
     span = f"{days[0]}..{days[-1]}: {len(days)} days{per_day}" if days else "no dates"
+    target_lines, target_detail, describe = _target_draft(target, task, found, margin)
 
     lines = [
         f"# Drafted by `conveyor spec draft` on {(today or dt.datetime.now(dt.UTC).date()).isoformat()} "
@@ -507,20 +599,19 @@ def draft_spec(
         f"# {n:,} rows, {len(df.columns)} columns, dates {span}.",
         f"# A starting point, not a decision: read every TODO, then run `conveyor spec check {name}`.",
         f"name: {name}",
-        _line(0, f"description: {_yaml_flow(f'TODO: what does {name} predict (1 = {target})?')}"),
+        _line(0, f"description: {_yaml_flow(f'TODO: {describe}')}"),
+        _line(0, f"task: {task}", _TASK_COMMENTS[task]),
         f"registered_model_name: conveyor-{name.replace('_', '-')}",
         _line(0, 'schedule: "0 2 * * *"', "cron, UTC; null: only when triggered"),
         "data:",
         _line(2, f"id_column: {_yaml_flow(ident)}", "unique per row; failing rows are reported by it"),
         _line(2, f"event_time_column: {_yaml_flow(when)}"),
-        _line(
-            2, f"target: {_yaml_flow(target)}", f"0/1; 1 (positive) is {_pct(positive_share)} of the sample"
-        ),
+        *target_lines,
         _line(2, "window_days: 7", f"TODO: days of data per training run; sample: {span}"),
         _line(2, f"min_rows: {min_rows}", f"TODO: the fewest rows a normal window holds (sample: {n:,})"),
     ]
     if class_share is not None:
-        lines.append(_line(2, f"min_class_share: {class_share}", "TODO: the rarer class is rare here"))
+        lines.append(_line(2, f"min_class_share: {class_share}", "TODO: the rarest class is rare here"))
     lines += [
         _line(2, "holdout_fraction: 0.2", "share of the window held out for evaluation and the gate"),
         "  # severities: {expect_column_values_to_be_between: quarantine}  # set failing rows aside instead",
@@ -541,13 +632,7 @@ def draft_spec(
     if columns.left_out:
         lines.append("# Left out (warned of as extra columns; add any that should be a feature):")
         lines += [f"#   {column}: {why}" for column, why in columns.left_out]
-    sliced = (
-        f"{{column: {_yaml_flow(columns.categorical[0][0]['name'])}}}"
-        if columns.categorical
-        else "{column: <numeric feature>, bins: [0, 10, 100]}"
-    )
-    slice_example = f"{{columns: [{sliced}], floors: {{roc_auc: 0.6}}}}"
-    lines += _DEFAULTS.format(slices=slice_example).splitlines()
+    lines += _defaults(task, found, columns)
     text = "\n".join(lines) + "\n"
     try:
         spec = ModelSpec.model_validate(yaml.safe_load(text))
@@ -556,40 +641,184 @@ def draft_spec(
     rows = [
         ColumnDraft(ident, "id", str(df[ident].dtype), "unique in the sample"),
         ColumnDraft(when, "event_time", str(df[when].dtype), span),
-        ColumnDraft(target, "target", str(df[target].dtype), f"1 in {_pct(positive_share)} of the rows"),
+        ColumnDraft(target, "target", str(df[target].dtype), target_detail),
         *columns.rows,
     ]
     return Draft(spec=spec, text=text, columns=rows, notes=notes)
 
 
-_DEFAULTS = """\
-trainer:
-  # sklearn_pipeline: impute, scale, one-hot encode, logistic regression (params C, max_iter).
-  # keras_mlp: a Keras MLP with its preprocessing inside the model (params hidden_units, dropout,
-  # epochs, batch_size, learning_rate, validation_fraction, patience); it can be compressed to TFLite.
-  kind: sklearn_pipeline
-  seed: 42
-  params: {{C: 1.0, max_iter: 1000}}
-gate:
-  primary_metric: roc_auc  # roc_auc, accuracy, f1, precision, recall or log_loss
-  floors: {{roc_auc: 0.7}}  # TODO: the least you would ship, per metric (log_loss: a ceiling)
-  min_improvement: -0.005  # negative: a non-inferiority margin (the challenger may be this much worse)
-  decide_on: ci_lower_bound  # judged on the paired test's lower bound; point_estimate: on the difference
-  cold_start: floors_only  # the first model needs only the floors; reject: promote the first by hand
-  mode: enforce  # dry_run: judge, never register; require_approval: a person approves each promotion
-  # slices: {slices}
-compression:
-  methods: [none]  # keras_mlp models can try [tflite_dynamic_range]
-  max_metric_drop: 0.01
-deploy:
-  golden_rows: 8  # rows replayed against the deployed model; answers must match within the tolerance
-  latency_budget_ms: 250
-  golden_tolerance: 0.0001
-monitor:
-  drift_threshold: 0.05  # per feature: a drift test's p-value below it (or a distance above it) drifts
-  drift_share_alert: 0.5  # alert when this share of the features drifted
-  min_live_accuracy: null  # TODO: alert when accuracy on labelled predictions falls below this
-  lookback_days: 7"""
+_TASK_COMMENTS = {
+    "binary": "a 0/1 target: probability (of 1) and prediction",
+    "multiclass": "one label of data.classes: prediction and probability_<label> per class",
+    "regression": "a number: prediction",
+}
+
+
+def _target_draft(target: str, task: str, found: _Target, margin: float) -> tuple[list[str], str, str]:
+    """The spec's target lines (under ``data:``), the target's row in the column table, and the
+    description's question."""
+    if task == "multiclass":
+        pairs = list(zip(found.classes, found.shares, strict=True))
+        shares = ", ".join(f"{c} {_pct(share)}" for c, share in pairs[:10])
+        shares += ", …" if len(pairs) > 10 else ""
+        lines = [
+            _line(
+                2, f"target: {_yaml_flow(target)}", f"{len(found.classes)} labels; in the sample: {shares}"
+            ),
+            _line(
+                2,
+                f"classes: {_yaml_flow(list(found.classes))}",
+                "TODO: every label the target may hold (the order of the probability columns)",
+            ),
+        ]
+        listed = ", ".join(map(str, found.classes[:6])) + (", …" if len(found.classes) > 6 else "")
+        return lines, f"{len(found.classes)} labels: {listed}", f"which {target} is a row ({listed})?"
+    if task == "regression":
+        low, high = _bounds(found.low, found.high, margin, found.integer)
+        observed = f"observed {_short(found.low)}..{_short(found.high)}, mean {_short(found.mean)}"
+        lines = [
+            _line(2, f"target: {_yaml_flow(target)}", f"a number; {observed}"),
+            _line(2, f"target_min: {low}", f"TODO: the least value possible (observed range + {margin:.0%})"),
+            _line(2, f"target_max: {high}", "TODO: the largest value possible"),
+        ]
+        return lines, f"[{low}, {high}] ({observed})", f"what {target} will a row have?"
+    share = f"1 (positive) is {_pct(found.positive_share)} of the sample"
+    return (
+        [_line(2, f"target: {_yaml_flow(target)}", f"0/1; {share}")],
+        f"1 in {_pct(found.positive_share)} of the rows",
+        f"what does the model predict (1 = {target})?",
+    )
+
+
+def _round_up(value: float, step: float = 0.05) -> float:
+    return round(math.ceil(value / step - 1e-9) * step, 4)
+
+
+def _sig(value: float, digits: int = 3) -> float | int:
+    """``value`` rounded up to ``digits`` significant digits (a positive ceiling)."""
+    if value <= 0:
+        return _nice(value)
+    step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return _nice(round(math.ceil(value / step) * step, max(0, -math.floor(math.log10(step)))))
+
+
+_KERAS_COMMENT = (
+    "  # keras_mlp: a Keras MLP with its preprocessing inside the model (params hidden_units,",
+    "  # dropout, epochs, batch_size, learning_rate, validation_fraction, patience); it can be",
+    "  # compressed to TFLite.",
+)
+
+
+def _defaults(task: str, found: _Target, columns: _Columns) -> list[str]:
+    """The trainer, gate, compression, deploy and monitor sections for ``task``."""
+    metrics = TASK_METRICS[task]
+    primary = metrics[0]
+    named = ", ".join(metrics)
+    errors = ", ".join(m for m in metrics if m in LOWER_IS_BETTER)
+    if task == "regression":
+        ceiling = _sig(found.std)
+        floors = {primary: ceiling}
+        floors_comment = (
+            f"TODO: the most {primary} you would ship (a ceiling: lower is better); {ceiling} is the "
+            "target's standard deviation in the sample, what predicting its mean scores"
+        )
+        slice_floors = {primary: ceiling}
+        improvement = ("min_improvement: 0", f"in {primary} units; negative: a non-inferiority margin")
+        trainer = [
+            "  # sklearn_pipeline: impute, scale, one-hot encode, Ridge regression (param alpha).",
+            *_KERAS_COMMENT,
+            "  kind: sklearn_pipeline",
+            "  seed: 42",
+            "  params: {alpha: 1.0}",
+        ]
+        live = [
+            _line(
+                2,
+                f"max_live_rmse: {ceiling}",
+                "TODO: alert when the RMSE on labelled predictions rises above this",
+            )
+        ]
+    else:
+        if task == "multiclass":
+            majority = max(found.shares)
+            floor = min(0.99, _round_up(majority + 0.05))
+            floors = {primary: floor}
+            floors_comment = (
+                f"TODO: the least you would ship, per metric ({errors}: ceilings); always predicting the "
+                f"commonest label scores {majority:.2f} accuracy"
+            )
+            slice_floors = {primary: floor}
+        else:
+            floors = {primary: 0.7}
+            floors_comment = f"TODO: the least you would ship, per metric ({errors}: a ceiling)"
+            slice_floors = {primary: 0.6}
+        improvement = (
+            "min_improvement: -0.005",
+            "negative: a non-inferiority margin (the challenger may be this much worse)",
+        )
+        trainer = [
+            "  # sklearn_pipeline: impute, scale, one-hot encode, logistic regression (params C, max_iter).",
+            *_KERAS_COMMENT,
+            "  kind: sklearn_pipeline",
+            "  seed: 42",
+            "  params: {C: 1.0, max_iter: 1000}",
+        ]
+        live = [
+            _line(
+                2,
+                "min_live_accuracy: null",
+                "TODO: alert when accuracy on labelled predictions falls below this",
+            )
+        ]
+    sliced = (
+        f"{{column: {_yaml_flow(columns.categorical[0][0]['name'])}}}"
+        if columns.categorical
+        else "{column: <numeric feature>, bins: [0, 10, 100]}"
+    )
+    return [
+        "trainer:",
+        *trainer,
+        "gate:",
+        _line(2, f"primary_metric: {primary}", f"{task} metrics: {named}"),
+        _line(2, f"floors: {_yaml_flow(floors)}", floors_comment),
+        _line(2, *improvement),
+        _line(
+            2,
+            "decide_on: ci_lower_bound",
+            "judged on the paired test's lower bound; point_estimate: on the difference",
+        ),
+        _line(
+            2,
+            "cold_start: floors_only",
+            "the first model needs only the floors; reject: promote the first by hand",
+        ),
+        _line(
+            2,
+            "mode: enforce",
+            "dry_run: judge, never register; require_approval: a person approves each promotion",
+        ),
+        f"  # slices: {{columns: [{sliced}], floors: {_yaml_flow(slice_floors)}}}",
+        "compression:",
+        _line(2, "methods: [none]", "keras_mlp models can try [tflite_dynamic_range]"),
+        "  max_metric_drop: 0.01",
+        "deploy:",
+        _line(
+            2,
+            "golden_rows: 8",
+            "rows replayed against the deployed model; answers must match within the tolerance",
+        ),
+        "  latency_budget_ms: 250",
+        "  golden_tolerance: 0.0001",
+        "monitor:",
+        _line(
+            2,
+            "drift_threshold: 0.05",
+            "per feature: a drift test's p-value below it (or a distance above it) drifts",
+        ),
+        _line(2, "drift_share_alert: 0.5", "alert when this share of the features drifted"),
+        *live,
+        "  lookback_days: 7",
+    ]
 
 
 def draft_table(draft: Draft) -> Table:
@@ -685,7 +914,9 @@ def load_spec_file(path: Path) -> ModelSpec:
 
 def contract_checks(spec: ModelSpec) -> list[tuple[str, str | None]]:
     """``(check, column)`` of every expectation :func:`conveyor.data.contracts.build_suite` builds for
-    ``spec``, in its order, without importing Great Expectations (a test keeps the two in step)."""
+    ``spec``, in its order, without importing Great Expectations (a test keeps the two in step for every
+    shipped spec, so for each task type). The checks Conveyor runs next to the suite are
+    :func:`conveyor.data.contracts.conveyor_checks`."""
     data = spec.data
     checks: list[tuple[str, str | None]] = [("expect_column_to_exist", c) for c in spec.columns]
     checks += [
@@ -706,12 +937,13 @@ def contract_checks(spec: ModelSpec) -> list[tuple[str, str | None]]:
             ("expect_column_values_to_not_be_null", categorical.name),
             ("expect_column_values_to_be_in_set", categorical.name),
         ]
-    checks += [
-        ("expect_column_values_to_not_be_null", data.target),
-        ("expect_column_values_to_be_in_set", data.target),
-        ("expect_column_distinct_values_to_contain_set", data.target),
-        ("expect_column_mean_to_be_between", data.target),
-    ]
+    checks.append(("expect_column_values_to_not_be_null", data.target))
+    if spec.task == "regression":
+        checks.append(("expect_column_values_to_be_in_type_list", data.target))
+        if data.target_min is not None or data.target_max is not None:
+            checks.append(("expect_column_values_to_be_between", data.target))
+    else:
+        checks.append(("expect_column_values_to_be_in_set", data.target))
     return checks
 
 
@@ -728,16 +960,16 @@ _CHECK_NAMES = {
     "expect_column_values_to_be_in_type_list": "numeric type",
     "expect_column_values_to_be_between": "in range",
     "expect_column_values_to_be_in_set": "in set",
-    "expect_column_distinct_values_to_contain_set": "both classes",
-    "expect_column_mean_to_be_between": "class shares",
+    "class_share": "class shares",
 }
 
 
 def _contract_lines(spec: ModelSpec) -> tuple[list[str], list[str]]:
-    from conveyor.data.contracts import LANDING_CHECKS, FailedCheck, severity_of
+    from conveyor.data.contracts import CLASS_SHARE_CHECK, FailedCheck, conveyor_checks, severity_of
 
     data = spec.data
-    checks = contract_checks(spec) + [(c, None) for c in LANDING_CHECKS] + [("label_mix", None)]
+    table = [(c, data.target if c == CLASS_SHARE_CHECK else None) for c in conveyor_checks(spec)]
+    checks = contract_checks(spec) + table + [("label_mix", None)]
     severities = dict(data.severities)
     if "quarantine" in severities.values():
         checks.append(("quarantine_share", None))
@@ -759,10 +991,8 @@ def _contract_lines(spec: ModelSpec) -> tuple[list[str], list[str]]:
         "by kind: " + ", ".join(f"{kind} {n}" for kind, n in kinds.items()),
         f"rows per window: at least {data.min_rows:,}"
         + ("" if data.max_rows is None else f", at most {data.max_rows:,}"),
-        f"target {data.target} in {{0, 1}} (positive label {data.positive_label}), each class at least "
-        f"{data.min_class_share:g} of the rows",
-        f"label_mix (when a champion exists): a class share moving more than {data.max_label_shift:g} "
-        "from the champion's training window",
+        _target_contract(spec),
+        _label_mix_line(spec),
     ]
     if "quarantine" in severities.values():
         lines.append(
@@ -776,6 +1006,44 @@ def _contract_lines(spec: ModelSpec) -> tuple[list[str], list[str]]:
         if key not in known:
             warnings.append(f"data.severities key {key!r} matches no check of this spec: a typo?")
     return lines, warnings
+
+
+def _target_contract(spec: ModelSpec) -> str:
+    """The target's part of the data contract, in words."""
+    data = spec.data
+    if spec.task == "regression":
+        low = "-inf" if data.target_min is None else f"{data.target_min:g}"
+        high = "inf" if data.target_max is None else f"{data.target_max:g}"
+        bounds = (
+            f", within [{low}, {high}]"
+            if data.target_min is not None or data.target_max is not None
+            else " (unbounded: data.target_min/target_max unset)"
+        )
+        return f"target {data.target}: a number, not null{bounds}"
+    labels = _labels(spec.classes)
+    positive = f" (positive label {data.positive_label!r})" if spec.task == "binary" else ""
+    return (
+        f'target {data.target}: one of {labels}{positive} ("3" is the label 3), not null; each class at '
+        f"least {data.min_class_share:g} of the rows (class_share)"
+    )
+
+
+def _labels(classes: tuple[Any, ...], shown: int = 12) -> str:
+    listed = ", ".join(repr(c) for c in classes[:shown])
+    return f"[{listed}{', …' if len(classes) > shown else ''}]"
+
+
+def _label_mix_line(spec: ModelSpec) -> str:
+    limit = spec.data.max_label_shift
+    if spec.task == "regression":
+        return (
+            f"label_mix (when a champion exists): the share of rows at most each of the champion window's "
+            f"target quantiles (10/25/50/75/90%) moving more than {limit:g}"
+        )
+    return (
+        f"label_mix (when a champion exists): a class share moving more than {limit:g} from the champion's "
+        "training window"
+    )
 
 
 def _source_line(spec: ModelSpec, data_root: str) -> str:
@@ -793,9 +1061,11 @@ def spec_plan(
 ) -> tuple[list[tuple[str, list[str]]], list[str]]:
     """What each stage does with ``spec``: ``[(stage, lines)]``, and warnings about likely mistakes
     (settings that validate but do nothing, or not what they seem to say)."""
-    from conveyor.evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES
+    from conveyor.pyfunc_outputs import output_columns
 
     data, gate = spec.data, spec.gate
+    metric_names = spec.metric_names
+    columns = output_columns(spec.task, spec.classes)
     warnings: list[str] = []
     schedule = f"on cron {spec.schedule!r} (UTC)" if spec.schedule else "only when triggered"
     sections: list[tuple[str, list[str]]] = [
@@ -804,6 +1074,8 @@ def spec_plan(
             [
                 f"{spec.name}: {spec.description or '(no description)'}",
                 f"registered as {spec.registered_model_name}; DAG conveyor_train_{spec.name} runs {schedule}",
+                f"task {spec.task}: {_task_line(spec)}",
+                f"scored on {', '.join(metric_names)}",
             ],
         ),
         (
@@ -812,7 +1084,7 @@ def spec_plan(
                 _source_line(spec, data_root),
                 f"window: the {data.window_days} day(s) ending at the run's window end",
                 f"rows named by {data.id_column}, dated by {data.event_time_column}, "
-                f"labelled by {data.target}",
+                f"{'valued' if spec.task == 'regression' else 'labelled'} by {data.target}",
                 f"{len(spec.numeric_features)} numeric and {len(spec.categorical_features)} categorical "
                 f"features; {data.holdout_fraction:g} of the window held out for evaluation",
             ],
@@ -827,7 +1099,7 @@ def spec_plan(
     entrypoint = getattr(trainer, "entrypoint", None)
     if entrypoint:
         train.append(f"calls {entrypoint} with the params")
-    defaults = _trainer_defaults(trainer.kind)
+    defaults = _trainer_defaults(trainer.kind, spec.task)
     if defaults is not None:
         unset = {k: v for k, v in defaults.items() if k not in trainer.params}
         if unset:
@@ -861,18 +1133,20 @@ def spec_plan(
     )
     judged = (
         f"the lower bound of the paired {gate.confidence:.0%} interval "
-        f"({'McNemar' if primary == 'accuracy' else f'bootstrap, {gate.n_boot} resamples'})"
+        f"({'McNemar' if primary == 'accuracy' else f'bootstrap, {gate.n_boot} resamples'}"
+        f"{f' of the decrease in {primary}' if primary in LOWER_IS_BETTER else ''})"
         if gate.decide_on == "ci_lower_bound"
         else "the observed difference (point estimate; the interval is only reported)"
     )
+    units = f" {primary} {'lower' if primary in LOWER_IS_BETTER else 'higher'}"
     if gate.min_improvement > 0:
-        rule = f"the challenger must beat the champion by at least {gate.min_improvement:g}"
+        rule = f"the challenger must beat the champion by at least {gate.min_improvement:g} ({units.strip()})"
     elif gate.min_improvement == 0:
         rule = "the challenger must be at least as good as the champion"
     else:
         rule = (
             f"non-inferiority margin: the challenger may be at most {-gate.min_improvement:g} worse than "
-            "the champion"
+            f"the champion ({primary} {'higher' if primary in LOWER_IS_BETTER else 'lower'})"
         )
     gate_lines = [
         f"primary metric {primary} ({direction}); floors: {floors}",
@@ -900,10 +1174,9 @@ def spec_plan(
         gate_lines.append("slices: none")
     for where, metrics in (("gate.floors", gate.floors), ("gate.slices.floors", gate.slices.floors)):
         for metric in metrics:
-            if metric not in METRIC_NAMES:
-                warnings.append(
-                    f"{where} names {metric!r}, not a metric ({', '.join(METRIC_NAMES)}): it fails"
-                )
+            if metric not in metric_names:
+                known = ", ".join(metric_names)
+                warnings.append(f"{where} names {metric!r}, not a {spec.task} metric ({known}): it fails")
     sections.append(("gate", gate_lines))
 
     methods = [m for m in spec.compression.methods if m != "none"]
@@ -913,8 +1186,9 @@ def spec_plan(
         compress = [f"{methods} need a Keras model: this {trainer.kind} model ships uncompressed"]
         warnings.append(f"compression.methods {methods} do nothing for a {trainer.kind} trainer")
     else:
+        worse = "rises" if primary in LOWER_IS_BETTER else "drops"
         compress = [
-            f"tries {', '.join(methods)}; a variant is kept if {primary} drops by at most "
+            f"tries {', '.join(methods)}; a variant is kept if {primary} {worse} by at most "
             f"{spec.compression.max_metric_drop:g}, else the uncompressed model"
         ]
     sections.append(("compress", compress))
@@ -924,6 +1198,7 @@ def spec_plan(
         (
             "deploy",
             [
+                f"serves the {spec.task} output contract: columns {', '.join(columns)}",
                 f"{deploy.golden_rows} golden rows replayed; predictions must match within "
                 f"{deploy.golden_tolerance:g}",
                 f"p95 latency budget {deploy.latency_budget_ms:g} ms",
@@ -931,11 +1206,19 @@ def spec_plan(
         )
     )
     monitor = spec.monitor
-    live = (
-        f"alert when accuracy on labelled predictions falls below {monitor.min_live_accuracy:g}"
-        if monitor.min_live_accuracy is not None
-        else "live accuracy: no floor (monitor.min_live_accuracy unset)"
-    )
+    if spec.task == "regression":
+        live = (
+            f"alert when the RMSE on labelled predictions rises above {monitor.max_live_rmse:g}"
+            if monitor.max_live_rmse is not None
+            else "live RMSE: no ceiling (monitor.max_live_rmse unset)"
+        )
+    else:
+        live = (
+            f"alert when accuracy on labelled predictions falls below {monitor.min_live_accuracy:g}"
+            if monitor.min_live_accuracy is not None
+            else "live accuracy: no floor (monitor.min_live_accuracy unset)"
+        )
+    live += f"; labelled predictions are scored on {', '.join(metric_names)}"
     sections.append(
         (
             "monitor",
@@ -950,14 +1233,28 @@ def spec_plan(
     return sections, warnings
 
 
-def _trainer_defaults(kind: str) -> dict[str, Any] | None:
-    """The built-in trainer's default params; ``None`` for a trainer whose params are its own."""
+def _task_line(spec: ModelSpec) -> str:
+    """What the model predicts, in words."""
+    if spec.task == "regression":
+        return f"predicts the number {spec.data.target}"
+    if spec.task == "binary":
+        return (
+            f"predicts whether {spec.data.target} is {spec.data.positive_label!r} "
+            f"(of {_labels(spec.classes)})"
+        )
+    return f"predicts one of {len(spec.classes)} labels of {spec.data.target}: {_labels(spec.classes)}"
+
+
+def _trainer_defaults(kind: str, task: str = "binary") -> dict[str, Any] | None:
+    """The built-in trainer's default params for ``task``; ``None`` for a trainer whose params are
+    its own."""
     if kind == "keras_mlp":
         from conveyor.training.keras_mlp import DEFAULT_PARAMS as keras_defaults
 
         return dict(keras_defaults)
     if kind == "sklearn_pipeline":
-        from conveyor.training.sklearn_pipeline import DEFAULT_PARAMS as sklearn_defaults
+        from conveyor.training import sklearn_pipeline
 
-        return dict(sklearn_defaults)
+        by_task = getattr(sklearn_pipeline, "default_params", None)
+        return dict(by_task(task)) if callable(by_task) else dict(sklearn_pipeline.DEFAULT_PARAMS)
     return None

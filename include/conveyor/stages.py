@@ -212,7 +212,9 @@ class TrainResult(StageModel):
     run_id: str
     model_uri: str
     trainer: str
-    metrics: dict[str, float] = Field(description="the task's metrics on the evaluation set (conveyor.config.TASK_METRICS)")
+    metrics: dict[str, float] = Field(
+        description="the task's metrics on the evaluation set (conveyor.config.TASK_METRICS)"
+    )
     params: dict[str, Any] = Field(description="effective trainer parameters (spec params + defaults)")
     n_train: int
     n_eval: int

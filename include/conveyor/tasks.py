@@ -125,12 +125,27 @@ def _lookup(index: dict[Any, int], value: Any) -> int | None:
     return found if found is not None else index.get(str(value))
 
 
+def class_indices(spec: ModelSpec, values: Iterable[Any] | pd.Series) -> np.ndarray:
+    """Each value's index in ``data.classes``, compared as :func:`encode_target` compares labels
+    (``"3"`` is the class ``3``, ``3.0`` too), ``-1`` for a missing value or a label outside them.
+    Never raises (the data contract uses it on raw windows); classification specs only."""
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    index = _label_index(spec)
+    found = [_lookup(index, v) for v in uniques]
+    mapping = np.asarray([-1 if i is None else i for i in found], dtype=np.int64)
+    if not len(mapping):
+        return np.full(len(series), -1, dtype=np.int64)
+    return np.where(codes >= 0, mapping[np.clip(codes, 0, None)], -1).astype(np.int64)
+
+
 def decode_labels(spec: ModelSpec, codes: Any) -> list[Any]:
     """Class labels of encoded classification targets (binary: 0/1 stay 0/1, the contract's prediction)."""
     values = np.asarray(codes, dtype=np.int64).reshape(-1)
     if spec.task == "multiclass":
-        return [spec.classes[int(i)] for i in values]
-    return [int(v) for v in values]
+        classes = spec.classes
+        return np.asarray(list(classes), dtype=object)[values].tolist() if len(values) else []
+    return values.tolist()
 
 
 # --- the model's outputs -----------------------------------------------------------------------------
@@ -271,6 +286,9 @@ def _multiclass(name: str, k: int) -> Callable[[np.ndarray, np.ndarray], float]:
             clipped = np.clip(p, _CLIP, 1)
             return float(skm.log_loss(y, clipped / clipped.sum(axis=1, keepdims=True), labels=labels))
         if name == "roc_auc_ovr":
+            # rows renormalised to sum to 1: scikit-learn insists within 1e-5, float32 softmax and
+            # TFLite outputs drift further (check_outputs allows 1e-3)
+            p = p / np.clip(p.sum(axis=1, keepdims=True), _CLIP, None)
             present = np.unique(y)
             if len(present) < 2:
                 return math.nan

@@ -47,5 +47,10 @@ def test_parsing_the_training_dag_imports_no_pydantic_settings() -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["dags"] == ["conveyor_train_breast_cancer", "conveyor_train_churn"]
+    assert result["dags"] == [
+        "conveyor_train_breast_cancer",
+        "conveyor_train_churn",
+        "conveyor_train_diabetes",
+        "conveyor_train_digits",
+    ]
     assert result["pydantic_settings"] is False

@@ -14,7 +14,17 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
-APPROVED_TAGS = {"conveyor", "training", "deploy", "monitoring", "rollback", "churn", "breast_cancer"}
+APPROVED_TAGS = {
+    "conveyor",
+    "training",
+    "deploy",
+    "monitoring",
+    "rollback",
+    "churn",
+    "breast_cancer",
+    "digits",
+    "diabetes",
+}
 HEAVY = ("tensorflow", "keras", "sklearn", "great_expectations", "mlflow", "evidently", "pandas")
 # the button's label in the UI and its key in the REST API's extra_links (conveyor_airflow.links)
 GATE_REPORT_LINK_NAME = "MLflow gate report"

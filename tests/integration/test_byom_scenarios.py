@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.e2e import failure_logs, running_stack, stack_environment, states, wait_for_champion
+from support.e2e import (
+    failure_logs,
+    point_at_stack,
+    running_stack,
+    stack_environment,
+    states,
+    wait_for_champion,
+)
 from support.specs import write_spec
 
 from conveyor.settings import Settings
@@ -78,12 +85,8 @@ def stack_paths(
     stack: tuple[Settings, Any, Path], conveyor_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Test bodies land data where the stack reads it (the suite gives each test its own home)."""
-    from conveyor.settings import get_settings
-
     settings, info, _ = stack
-    monkeypatch.setenv("CONVEYOR_HOME", str(settings.home))
-    monkeypatch.setenv("CONVEYOR_DATA_ROOT", info.data_root)
-    get_settings.cache_clear()
+    point_at_stack(settings, info, monkeypatch)
 
 
 def land(model: str, today: Any) -> None:

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.e2e import failure_logs, running_stack, stack_environment, states, wait_for_champion
+from support.e2e import (
+    failure_logs,
+    point_at_stack,
+    running_stack,
+    stack_environment,
+    states,
+    wait_for_champion,
+)
 
 from conveyor.config import DEFAULT_SPECS_DIR
 from conveyor.settings import Settings
@@ -47,12 +54,8 @@ def stack_paths(
     stack: tuple[Settings, Any, Path], conveyor_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Test bodies read where the stack writes (the suite gives each test its own home)."""
-    from conveyor.settings import get_settings
-
     settings, info, _ = stack
-    monkeypatch.setenv("CONVEYOR_HOME", str(settings.home))
-    monkeypatch.setenv("CONVEYOR_DATA_ROOT", info.data_root)
-    get_settings.cache_clear()
+    point_at_stack(settings, info, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +113,7 @@ def _rows(model: str, today: Any, n: int = 5) -> Any:
     from conveyor.data.landing import load_window
 
     spec = load_spec(model)
-    return spec, load_window(spec, today).head(n)
+    return spec, load_window(spec, today).tail(n)  # the newest days: inside the look-back
 
 
 @pytest.mark.parametrize("model", MODELS)

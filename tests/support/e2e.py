@@ -95,3 +95,13 @@ def stack_environment(settings: Any, info: Any, specs: Path) -> Iterator[None]:
     finally:
         mp.undo()
         get_settings.cache_clear()
+
+
+def point_at_stack(settings: Any, info: Any, monkeypatch: Any) -> None:
+    """Make this test process read and write where the stack does (the suite's autouse
+    ``conveyor_home`` gives each test its own home): its home and data root."""
+    from conveyor.settings import get_settings
+
+    monkeypatch.setenv("CONVEYOR_HOME", str(settings.home))
+    monkeypatch.setenv("CONVEYOR_DATA_ROOT", info.data_root)
+    get_settings.cache_clear()

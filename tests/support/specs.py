@@ -14,12 +14,18 @@ def write_spec(
     """Write ``<specs>/<name>.yaml``: the shipped ``base`` spec as model ``name`` (no schedule).
 
     Each keyword replaces fields of that top-level section (``gate={"floors": {...}}`` keeps the
-    other gate fields); a non-dict value replaces the section whole.
+    other gate fields); a non-dict value replaces the section whole. Unless a test gives its own
+    ``trainer`` (or ``tuning``), the spec trains the quick built-in scikit-learn pipeline untuned
+    (the shipped breast-cancer spec runs a tuned user entrypoint).
     """
     from conveyor.config import DEFAULT_SPECS_DIR
 
     raw = yaml.safe_load((DEFAULT_SPECS_DIR / f"{base}.yaml").read_text())
     raw.update({"name": name, "registered_model_name": registered, "schedule": None})
+    raw.setdefault("task", "binary")
+    if raw["task"] == "binary":
+        raw["trainer"] = {"kind": "sklearn_pipeline", "seed": 7, "params": {"C": 1.0, "max_iter": 500}}
+        raw.pop("tuning", None)
     for section, value in sections.items():
         current = raw.get(section)
         merge = isinstance(current, dict) and isinstance(value, dict)

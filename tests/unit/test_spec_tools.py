@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from conveyor import spec_tools
-from conveyor.config import ModelSpec, load_spec
+from conveyor.config import ModelSpec, list_spec_names, load_spec
 from conveyor.data.contracts import build_suite, validate_batch
 from conveyor.spec_tools import SpecDraftError, contract_checks, draft_spec, read_sample, spec_plan
 
@@ -133,7 +134,7 @@ def test_read_sample_reads_globs_and_stops_at_max_rows(tmp_path: Path) -> None:
         read_sample(f"{tmp_path}/*/*.txt")
 
 
-@pytest.mark.parametrize("name", ["churn", "breast_cancer"])
+@pytest.mark.parametrize("name", list_spec_names())
 def test_contract_checks_match_build_suite(name: str) -> None:
     spec = load_spec(name)
     built = [(e.expectation_type, getattr(e, "column", None)) for e in build_suite(spec).expectations]
@@ -176,13 +177,13 @@ def test_plan_explains_the_gate_rule_and_warns_about_likely_mistakes() -> None:
         churn,
         trainer__kind="sklearn_pipeline",
         trainer__params={"C": 1.0, "hidden_units": [4]},
-        gate__floors={"auc": 0.7},
         data__severities={"expect_column_values_to_be_betwen": "warn"},
     )
     _, warnings = spec_plan(odd)
     text = "\n".join(warnings)
     assert "['hidden_units'] are not parameters of sklearn_pipeline" in text
-    assert "'auc', not a metric" in text
+    with pytest.raises(ValidationError, match="'auc', which is not a binary metric"):
+        _with(churn, gate__floors={"auc": 0.7})  # refused when it loads, before any plan
     assert "'expect_column_values_to_be_betwen' matches no check" in text
     assert "do nothing for a sklearn_pipeline trainer" in text
 
@@ -225,3 +226,133 @@ def test_validation_problems_name_the_field() -> None:
 def test_draft_header_says_where_the_sample_came_from() -> None:
     draft = draft_spec(frame(), name="toy", target="label", source="s3://bucket/x", today=dt.date(2025, 1, 2))
     assert draft.text.startswith("# Drafted by `conveyor spec draft` on 2025-01-02 from s3://bucket/x:")
+
+
+def test_contract_checks_follow_each_task_type() -> None:
+    churn = load_spec("churn")
+    binary = [c for c in contract_checks(churn) if c[1] == "churned"]
+    assert binary == [
+        ("expect_column_to_exist", "churned"),
+        ("expect_column_values_to_not_be_null", "churned"),
+        ("expect_column_values_to_be_in_set", "churned"),
+    ]
+    diabetes = load_spec("diabetes")
+    assert [c for c in contract_checks(diabetes) if c[1] == "progression"][-2:] == [
+        ("expect_column_values_to_be_in_type_list", "progression"),
+        ("expect_column_values_to_be_between", "progression"),
+    ]
+
+
+def labelled(labels: Any) -> pd.DataFrame:
+    n = len(labels)
+    return frame(n).assign(label=labels)
+
+
+def test_draft_multiclass_writes_the_observed_label_set() -> None:
+    n = 90
+    df = labelled(np.array(["cat", "dog", "bird"])[np.arange(n) % 3])
+    draft = draft_spec(df, name="toy", target="label", task="multiclass")
+    spec = draft.spec
+    assert spec.task == "multiclass" and spec.classes == ("bird", "cat", "dog")
+    assert spec.gate.primary_metric == "accuracy" and spec.monitor.max_live_rmse is None
+    assert "classes: [bird, cat, dog]" in draft.text and "TODO: every label" in draft.text
+    assert "multiclass metrics: accuracy, f1_macro" in draft.text
+    # always predicting the commonest label scores 1/3: the drafted floor is above it
+    assert spec.gate.floors["accuracy"] > 1 / 3
+    assert validate_batch(spec, df).success
+
+    numbered = draft_spec(labelled(np.arange(n) % 4 + 1.0), name="toy", target="label", task="multiclass")
+    assert numbered.spec.classes == (1, 2, 3, 4)
+    assert validate_batch(numbered.spec, labelled((np.arange(n) % 4 + 1).astype(str))).success
+
+
+def test_draft_multiclass_lowers_min_class_share_for_a_rare_label() -> None:
+    labels = np.where(np.arange(400) == 7, 2, np.arange(400) % 2)
+    draft = draft_spec(labelled(labels), name="toy", target="label", task="multiclass")
+    assert draft.spec.data.min_class_share < 1 / 400
+    assert any("rarest class" in note for note in draft.notes)
+    assert validate_batch(draft.spec, labelled(labels)).success
+
+
+def test_draft_regression_writes_the_range_and_an_rmse_ceiling() -> None:
+    values = np.linspace(25, 346, 60)
+    df = labelled(values)
+    draft = draft_spec(df, name="toy", target="label", task="regression")
+    spec = draft.spec
+    assert spec.task == "regression" and spec.classes == ()
+    assert spec.data.target_min == 0 and 346 < spec.data.target_max <= 380  # non-negative: stays >= 0
+    assert spec.gate.primary_metric == "rmse"
+    std = float(np.std(values))
+    assert (
+        std <= spec.gate.floors["rmse"] < std * 1.01
+        and spec.monitor.max_live_rmse == spec.gate.floors["rmse"]
+    )
+    assert spec.monitor.min_live_accuracy is None and spec.trainer.params == {"alpha": 1.0}
+    assert "regression metrics: rmse, mae, r2, mape" in draft.text and "a ceiling" in draft.text
+    assert validate_batch(spec, df).success
+    target = next(c for c in draft.columns if c.role == "target")
+    assert target.detail.startswith("[0, ")
+
+    negative = draft_spec(labelled(np.linspace(-10, 10, 60)), name="toy", target="label", task="regression")
+    assert negative.spec.data.target_min < -10 and negative.spec.data.target_max > 10
+
+
+@pytest.mark.parametrize(
+    ("task", "labels", "message"),
+    [
+        ("regression", np.array(["a", "b"])[np.arange(60) % 2], "not numbers: a regression target"),
+        ("regression", np.full(60, 3.0), "is 3 in every row of the sample"),
+        ("multiclass", np.linspace(0, 1, 60), "fractional numbers"),
+        ("multiclass", np.zeros(60, dtype=int), "two labels or more"),
+        ("multiclass", np.arange(60), "more than 50 classes"),
+        ("binary", np.arange(60) % 3, "Draft a multiclass model (--task multiclass"),
+        ("ranking", np.arange(60) % 2, "--task 'ranking' is not a task type"),
+    ],
+)
+def test_draft_refuses_a_target_its_task_cannot_take(task: str, labels: Any, message: str) -> None:
+    with pytest.raises(SpecDraftError, match=re.escape(message)):
+        draft_spec(labelled(labels), name="toy", target="label", task=task)
+
+
+def test_plan_says_what_each_stage_does_per_task() -> None:
+    digits = dict(spec_plan(load_spec("digits"))[0])
+    assert any("task multiclass: predicts one of 10 labels of digit" in line for line in digits["model"])
+    assert any("scored on accuracy, f1_macro" in line for line in digits["model"])
+    assert any(
+        "one of [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in line and "class_share" in line
+        for line in digits["validate (data contract)"]
+    )
+    assert any(
+        "columns prediction, probability_0" in line and "probability_9" in line for line in digits["deploy"]
+    )
+    assert any("McNemar" in line for line in digits["gate"])
+    assert any("below 0.85" in line for line in digits["monitor"])
+
+    diabetes = dict(spec_plan(load_spec("diabetes"))[0])
+    assert any("predicts the number progression" in line for line in diabetes["model"])
+    assert any("rmse <= 70" in line and "mae <= 60" in line for line in diabetes["gate"])
+    assert any("decrease in rmse" in line and "(rmse higher)" in line for line in diabetes["gate"])
+    contract = diabetes["validate (data contract)"]
+    assert any("a number, not null, within [0, 400]" in line for line in contract)
+    assert any("quantiles" in line for line in contract) and not any(
+        "class_share" in line for line in contract
+    )
+    assert any("output contract: columns prediction" in line for line in diabetes["deploy"])
+    assert any("RMSE on labelled predictions rises above 75" in line for line in diabetes["monitor"])
+    _, warnings = spec_plan(load_spec("diabetes"))
+    assert warnings == []  # alpha is a parameter of a regression sklearn_pipeline
+
+    churn = dict(spec_plan(load_spec("churn"))[0])
+    assert any("columns probability, prediction" in line for line in churn["deploy"])
+    assert any("one of [0, 1] (positive label 1)" in line for line in churn["validate (data contract)"])
+
+
+def test_plan_of_the_tuned_python_trainer() -> None:
+    sections, warnings = spec_plan(load_spec("breast_cancer"))
+    train = dict(sections)["train"]
+    assert any("calls conveyor_examples.sklearn_gbm:train" in line for line in train)
+    assert any(
+        "tunes ['learning_rate', 'max_iter', 'max_leaf_nodes']" in line and "6 trials and 2 min" in line
+        for line in train
+    ), train
+    assert warnings == []

@@ -4,6 +4,12 @@ Each variant is logged as its own pyfunc (artifact contract included: its own go
 original's reference) and measured in the runtime that would serve it: the pyfunc loaded back
 from MLflow, predicting on the evaluation rows (primary-metric drop) and on single rows (p50
 latency). The smallest accepted variant wins; when none is accepted the uncompressed model ships.
+
+The metric is the spec's ``gate.primary_metric``, scored with ``conveyor.tasks`` for the spec's task
+(binary, multiclass or regression). A variant's drop is how much worse it scores than the original,
+oriented by ``LOWER_IS_BETTER`` (an error metric that rises has dropped) and absolute, in the
+metric's own units: ``compression.max_metric_drop`` is 0.01 of ROC AUC or accuracy, or 0.01 of RMSE
+in the target's units, so a regression spec sets it for the scale of its target.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from conveyor import tasks
 from conveyor.compression.tflite import CompressionError
 from conveyor.stages import CompressionResult, VariantReport  # the stage contract's models
 from conveyor.training.base import (
@@ -25,7 +32,6 @@ from conveyor.training.base import (
     log_pyfunc_model,
     mlflow_client,
     model_config_for,
-    target_vector,
     tracking_scope,
     tracking_uri,
 )
@@ -96,7 +102,12 @@ def _compress_keras(
     primary = spec.gate.primary_metric
     budget = spec.compression.max_metric_drop
     features = feature_frame(spec, eval_df)
-    labels = target_vector(spec, eval_df)
+    if spec.data.target not in eval_df.columns:
+        raise CompressionError(
+            f"model {spec.name!r}: the evaluation rows lack the target {spec.data.target!r}; "
+            "compression scores each variant against it"
+        )
+    labels = tasks.encode_target(spec, eval_df[spec.data.target])
     with tempfile.TemporaryDirectory(prefix="conveyor-compress-") as tmp:
         original_dir = mlflow.artifacts.download_artifacts(
             artifact_uri=train_result.model_uri,
@@ -104,7 +115,7 @@ def _compress_keras(
             tracking_uri=tracking_uri(),
         )
         baseline_metric, baseline_latency = _measure(
-            mlflow.pyfunc.load_model(original_dir), features, labels, primary
+            spec, mlflow.pyfunc.load_model(original_dir), features, labels, primary
         )
         baseline = VariantReport(
             method=NONE,
@@ -140,7 +151,9 @@ def _compress_keras(
                     "conveyor.parent_model_uri": train_result.model_uri,
                 },
             )
-            metric, latency = _measure(mlflow.pyfunc.load_model(info.model_uri), features, labels, primary)
+            metric, latency = _measure(
+                spec, mlflow.pyfunc.load_model(info.model_uri), features, labels, primary
+            )
             size = sum(p.stat().st_size for p in size_files)
             variants.append(_judge(method, info.model_uri, size, metric, latency, baseline, primary, budget))
 
@@ -177,9 +190,8 @@ def _judge(
     primary: str,
     budget: float,
 ) -> VariantReport:
-    from conveyor.evaluation.metrics import LOWER_IS_BETTER
-
-    drop = metric - baseline.metric if primary in LOWER_IS_BETTER else baseline.metric - metric
+    # Absolute, in the metric's units, positive = worse (an error metric that rose has dropped).
+    drop = -tasks.improvement(primary, metric, baseline.metric)
     ratio = size / baseline.size_bytes if baseline.size_bytes else float("inf")
     if math.isnan(drop):
         accepted, reason = False, f"{primary} is undefined on the evaluation set (one class only?)"
@@ -203,12 +215,17 @@ def _judge(
     )
 
 
-def _measure(model: Any, features: pd.DataFrame, labels: np.ndarray, primary: str) -> tuple[float, float]:
-    """The primary metric on all rows, and the p50 latency (ms) of single-row predictions."""
-    from conveyor.evaluation.metrics import binary_metrics
+def _measure(
+    spec: ModelSpec, model: Any, features: pd.DataFrame, labels: np.ndarray, primary: str
+) -> tuple[float, float]:
+    """The primary metric on all rows (held to the task's output contract), and the p50 latency (ms)
+    of single-row predictions.
 
-    probability = model.predict(features)["probability"].to_numpy()
-    metric = binary_metrics(labels, probability)[primary]
+    Raises:
+        OutputContractError: the model's output breaks the task's contract.
+    """
+    outputs = tasks.check_outputs(spec, model.predict(features), len(features), where="the measured model")
+    metric = tasks.metric(spec, primary, labels, tasks.scores_of(spec, outputs))
     rows = [features.iloc[[i % len(features)]] for i in range(min(len(features), LATENCY_SAMPLES))]
     for row in rows[:LATENCY_WARMUP]:
         model.predict(row)

@@ -5,9 +5,16 @@ does the preprocessing in numpy from ``preprocessing.json``, exactly as the Kera
 NaN → training median, ``(x - mean) / max(sqrt(variance), epsilon)``, and per categorical feature a
 one-hot block ``[OOV, *vocabulary]`` where unknown and missing values land in the OOV slot.
 
+The float core ends in the Keras model's head (sigmoid, softmax or linear, plus any layer after the
+last Dense such as a target rescaling), and the wrapper turns its scores into the task's output
+frame with ``pyfunc_outputs.configured_output_frame`` and the ``task``/``classes`` of its
+``model_config`` (binary when absent): binary ``probability``/``prediction``, multiclass
+``prediction`` + ``probability_<label>``, regression ``prediction``.
+
 MLflow copies this file into the model directory and runs it at load time, so it is
-self-contained (no ``conveyor`` import, no TensorFlow: only numpy, pandas and ``ai_edge_litert``).
-Artifacts: ``tflite_model`` and ``preprocessing``.
+self-contained (no TensorFlow: only numpy, pandas and ``ai_edge_litert``; ``pyfunc_outputs`` ships
+with the model via ``code_paths``, with ``conveyor.pyfunc_outputs`` as the fallback when imported
+directly). Artifacts: ``tflite_model`` and ``preprocessing``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
+
+try:  # shipped next to this file by MLflow (``code_paths``)
+    from pyfunc_outputs import configured_output_frame
+except ImportError:  # imported directly, outside a logged model
+    from conveyor.pyfunc_outputs import configured_output_frame
 
 
 def preprocess(frame: pd.DataFrame, preprocessing: dict[str, Any]) -> np.ndarray:
@@ -61,12 +73,14 @@ def _token(value: Any) -> str:
     return str(value)
 
 
-class TFLiteBinaryClassifier(PythonModel):
-    """Loads the LiteRT interpreter once; ``predict`` preprocesses in numpy and invokes it."""
+class TFLiteModel(PythonModel):
+    """Loads the LiteRT interpreter once; ``predict`` preprocesses in numpy, invokes it and builds the
+    task's output frame from the scores."""
 
     def load_context(self, context: Any) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
+        self.output_config: dict[str, Any] = dict(getattr(context, "model_config", None) or {})
         with open(context.artifacts["preprocessing"]) as fh:
             self.preprocessing: dict[str, Any] = json.load(fh)
         self.interpreter = Interpreter(model_path=context.artifacts["tflite_model"], num_threads=1)
@@ -80,7 +94,7 @@ class TFLiteBinaryClassifier(PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         frame = pd.DataFrame(model_input)
         features = preprocess(frame, self.preprocessing) if len(frame) else None
-        probability = np.empty(0, dtype=np.float64)
+        scores = np.empty(0, dtype=np.float64)
         if features is not None:
             with self.lock:
                 if features.shape[0] != self.batch_size:
@@ -89,9 +103,11 @@ class TFLiteBinaryClassifier(PythonModel):
                     self.batch_size = features.shape[0]
                 self.interpreter.set_tensor(self.input_index, features)
                 self.interpreter.invoke()
-                probability = np.array(self.interpreter.get_tensor(self.output_index), dtype=np.float64)
-        probability = probability.reshape(-1)
-        return pd.DataFrame({"probability": probability, "prediction": (probability >= 0.5).astype(np.int64)})
+                scores = np.array(self.interpreter.get_tensor(self.output_index), dtype=np.float64)
+        return configured_output_frame(self.output_config, scores)
 
 
-mlflow.models.set_model(TFLiteBinaryClassifier())
+#: The class's earlier name, for callers that import it (logged models carry their own copy of this file).
+TFLiteBinaryClassifier = TFLiteModel
+
+mlflow.models.set_model(TFLiteModel())

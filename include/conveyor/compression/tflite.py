@@ -1,8 +1,11 @@
 """TFLite (LiteRT) variants of a Conveyor Keras MLP.
 
-Only the float core is converted: the layers after the ``features`` layer, whose input is the
-preprocessed vector. String lookups and the NaN imputation stay out of the ``.tflite`` file (they
-would need TF Select ops); ``pyfunc_tflite.py`` reproduces them in numpy from ``preprocessing.json``.
+Only the float core is converted: every layer between the ``features`` layer (the preprocessed
+vector) and the model's output, whatever the task's head (sigmoid, softmax, linear) and whatever
+follows the last Dense layer (a rescaling that de-standardises a regression target, say). String
+lookups and the NaN imputation stay out of the ``.tflite`` file (they would need TF Select ops);
+``pyfunc_tflite.py`` reproduces them in numpy from ``preprocessing.json`` and builds the task's
+output frame from the core's scores.
 """
 
 from __future__ import annotations
@@ -33,7 +36,15 @@ class CompressionError(PermanentError, RuntimeError):
 
 
 def float_core(keras_model: Any) -> Any:
-    """The sub-model from the preprocessed vector (layer ``features``) to the probability."""
+    """The sub-model from the preprocessed vector (layer ``features``) to the model's output.
+
+    It takes every layer on the way, so a head after the last Dense layer (softmax, a rescaling
+    of a regression target) is part of the core.
+
+    Raises:
+        CompressionError: no ``features`` layer, more than one output, or an output that depends on
+            the raw inputs other than through ``features`` (the core would be disconnected).
+    """
     keras, _ = import_keras()
     try:
         features = keras_model.get_layer(FEATURES_LAYER).output
@@ -42,7 +53,19 @@ def float_core(keras_model: Any) -> Any:
             f"Keras model {keras_model.name!r} has no layer {FEATURES_LAYER!r}; only models built by "
             "conveyor.training.keras_mlp can be converted to TFLite."
         ) from exc
-    return keras.Model(features, keras_model.output, name=f"{keras_model.name}_core")
+    outputs = keras_model.outputs
+    if len(outputs) != 1:
+        raise CompressionError(
+            f"Keras model {keras_model.name!r} has {len(outputs)} outputs; a TFLite variant needs one "
+            "(the task's scores)."
+        )
+    try:
+        return keras.Model(features, outputs[0], name=f"{keras_model.name}_core")
+    except ValueError as exc:  # "Graph disconnected": the output reads a raw input directly
+        raise CompressionError(
+            f"Keras model {keras_model.name!r}: its output does not depend on the raw inputs only "
+            f"through layer {FEATURES_LAYER!r}, so its float core cannot be cut out: {exc}"
+        ) from exc
 
 
 def convert_to_tflite(keras_model: Any, path: str | Path, *, quantize: bool) -> Path:
@@ -91,7 +114,8 @@ def build_tflite_variant(
     keras, _ = import_keras()
     from mlflow.pyfunc import PythonModelContext
 
-    from conveyor.compression.pyfunc_tflite import TFLiteBinaryClassifier
+    from conveyor import tasks
+    from conveyor.compression.pyfunc_tflite import TFLiteModel
 
     source = Path(original_dir) / "artifacts"
     needed = [source / KERAS_FILE, source / PREPROCESSING_FILE, source / REFERENCE_FILE]
@@ -112,9 +136,11 @@ def build_tflite_variant(
         raise CompressionError(f"preprocessing.json width {width} does not match the Keras model's features")
 
     artifacts = {"tflite_model": tflite_path, "preprocessing": preprocessing_path}
-    served = TFLiteBinaryClassifier()
+    served = TFLiteModel()
     served.load_context(
-        PythonModelContext(artifacts={k: str(v) for k, v in artifacts.items()}, model_config={})
+        PythonModelContext(
+            artifacts={k: str(v) for k, v in artifacts.items()}, model_config=tasks.model_config(spec)
+        )
     )
     golden = write_golden_rows(spec, lambda rows: served.predict(None, rows), eval_df, out / GOLDEN_ROWS_FILE)
     artifacts |= {"golden_rows": golden, "reference": reference_path}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ _PARTIAL_UNEXPECTED = 20
 DEFAULT_SEVERITIES: dict[str, str] = {"empty_day": "warn", "extra_columns": "warn", "label_mix": "warn"}
 #: The column of a quarantined frame that says why each row was set aside (``"; "`` between reasons).
 QUARANTINE_REASON_COLUMN = "conveyor_quarantine_reason"
+#: The classification check that every class holds at least ``data.min_class_share`` of a window.
+CLASS_SHARE_CHECK = "class_share"
 
 
 class FailedCheck(BaseModel):
@@ -208,8 +211,14 @@ def build_suite(spec: ModelSpec) -> gx.ExpectationSuite:
     Checks, in order: every column of ``spec.columns`` exists; the id is unique and present; the event
     time is present; row count within ``[min_rows, max_rows]``; per numeric feature its dtype is numeric,
     its null share at most ``max_null_fraction``, its values in ``[min, max]``; per categorical its null
-    share and allowed categories; the target is present and in ``{0, 1}``, both classes are present
-    and each holds at least ``min_class_share`` of the rows.
+    share and allowed categories; the target is present and, per task:
+
+    * classification (binary, multiclass): a label of ``data.classes`` (:func:`label_value_set`: ``"3"``
+      is the class ``3``, as ``conveyor.tasks.encode_target`` reads it). That every class holds at least
+      ``data.min_class_share`` of the window is the table check ``class_share`` (:func:`class_share_check`),
+      run next to the suite: GX has no per-value share expectation.
+    * regression: a number (numeric dtype), within ``[data.target_min, data.target_max]`` when either is
+      set.
     """
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -240,17 +249,100 @@ def build_suite(spec: ModelSpec) -> gx.ExpectationSuite:
         )
         add(gxe.ExpectColumnValuesToBeInSet(column=categorical.name, value_set=list(categorical.categories)))
     add(gxe.ExpectColumnValuesToNotBeNull(column=data.target))
-    add(gxe.ExpectColumnValuesToBeInSet(column=data.target, value_set=[0, 1]))
-    # Every class present, each with at least min_class_share of the rows (mean of a 0/1 label is the
-    # share of 1s): a one-class window cannot be trained or gated, and says so here, not as a NaN AUC.
-    add(gxe.ExpectColumnDistinctValuesToContainSet(column=data.target, value_set=[0, 1]))
-    add(
-        gxe.ExpectColumnMeanToBeBetween(
-            column=data.target, min_value=data.min_class_share, max_value=1.0 - data.min_class_share
-        )
-    )
+    if spec.task == "regression":
+        add(gxe.ExpectColumnValuesToBeInTypeList(column=data.target, type_list=list(NUMERIC_TYPES)))
+        if data.target_min is not None or data.target_max is not None:
+            add(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=data.target,
+                    min_value=data.target_min,
+                    max_value=data.target_max,
+                    mostly=RANGE_MOSTLY,
+                )
+            )
+    else:
+        add(gxe.ExpectColumnValuesToBeInSet(column=data.target, value_set=label_value_set(spec)))
     # Passing the expectations to the constructor needs no active context (add_expectation does).
     return gx.ExpectationSuite(name=f"conveyor.{spec.name}", expectations=expectations)
+
+
+def label_value_set(spec: ModelSpec) -> list[Any]:
+    """The target values that are labels of ``data.classes``, compared the way
+    ``conveyor.tasks.encode_target`` compares them: each label, its string (``"3"`` in a CSV is the class
+    ``3``) and, for a label written as the string of an integer, that integer (``3`` is the class
+    ``"3"``). A float equal to an integer label (``3.0``) matches it as pandas compares values."""
+    found: list[Any] = []
+    seen: set[tuple[type, Any]] = set()
+
+    def add(value: Any) -> None:
+        key = (type(value), value)
+        if key not in seen:
+            seen.add(key)
+            found.append(value)
+
+    for label in spec.classes:
+        add(label)
+        add(str(label))
+        if isinstance(label, str) and _INTEGER.match(label):
+            add(int(label))
+    return found
+
+
+#: A string holding an integer, as ``int()`` reads it back to the same text.
+_INTEGER = re.compile(r"^-?(0|[1-9][0-9]*)$")
+
+
+def conveyor_checks(spec: ModelSpec) -> tuple[str, ...]:
+    """The checks Conveyor runs next to the GX suite on every batch of ``spec``: the landing checks and,
+    for classification, ``class_share``. (``label_mix`` only runs against a reference, and
+    ``quarantine_share`` only when rows are quarantined.)"""
+    return (*LANDING_CHECKS, *(() if spec.task == "regression" else (CLASS_SHARE_CHECK,)))
+
+
+def class_share_check(spec: ModelSpec, df: pd.DataFrame) -> FailedCheck | None:
+    """Check ``class_share``: every class of ``data.classes`` holds at least ``data.min_class_share`` of
+    the window's rows with a known label (labels compared as ``encode_target`` compares them), and has
+    at least one row. A window missing a class, or nearly, cannot be trained or gated (a NaN AUC, a
+    class the model never saw); the detail names each such class and every class's share.
+
+    Returns:
+        The failed check (severity not yet applied), or ``None`` when every class holds its share, the
+        task is regression, or the target column or every row is missing (other checks say so).
+    """
+    from conveyor.tasks import class_indices
+
+    target = spec.data.target
+    if spec.task == "regression" or target not in df.columns or not len(df):
+        return None
+    classes = list(spec.classes)
+    codes = class_indices(spec, df[target])
+    known = codes[codes >= 0]
+    counts = [int((known == i).sum()) for i in range(len(classes))]
+    total = len(known)
+    least = spec.data.min_class_share
+    absent = [label for label, n in zip(classes, counts, strict=True) if n == 0]
+    rare = [(label, n) for label, n in zip(classes, counts, strict=True) if n and n / total < least - 1e-12]
+    if not absent and not rare:
+        return None
+    parts = []
+    if absent:
+        parts.append(f"class(es) {absent} have no rows in the window")
+    if rare:
+        listed = ", ".join(f"{label!r} ({n / total:.2%}, {n:,} rows)" for label, n in rare)
+        parts.append(f"class(es) {listed} hold less than {least:.1%} of the rows")
+    shares = ", ".join(
+        f"{label}: {n / total if total else 0.0:.1%}" for label, n in zip(classes, counts, strict=True)
+    )
+    return FailedCheck(
+        expectation=CLASS_SHARE_CHECK,
+        column=target,
+        detail=(
+            f"{'; '.join(parts)}. Every class of data.classes {classes} needs at least {least:.1%} of the "
+            f"{total:,} labelled rows (spec data.min_class_share) to be trained and gated: widen the window "
+            f"or fix the labels. Shares: {shares}"
+        ),
+        unexpected_count=len(absent) + len(rare),
+    )
 
 
 def _quiet_context() -> Any:
@@ -350,6 +442,9 @@ def _validate(
         if not r.success
     ]
     failed.sort(key=lambda c: order.get(_key(c.expectation, c.column), len(order)))
+    shares = class_share_check(spec, df)
+    if shares is not None:
+        failed.append(shares)
     failed += landing_checks(spec, df)
     mix = label_mix_check(spec, df, reference_label_mix)
     if mix is not None:
@@ -397,7 +492,10 @@ def _validate(
         model=spec.name,
         id_column=id_column,
         success=not failed,
-        evaluated=len(outcome.results) + len(LANDING_CHECKS) + bool(reference_label_mix) + bool(quarantined),
+        evaluated=len(outcome.results)
+        + len(conveyor_checks(spec))
+        + bool(reference_label_mix)
+        + bool(quarantined),
         rows=len(df),
         failed=failed,
         warnings=warnings,
@@ -667,6 +765,9 @@ def _row_failures(
     if expectation == "expect_column_values_to_be_in_set":
         allowed_values = list(kwargs.get("value_set") or [])
         mask = _bools(values.notna() & ~values.isin(allowed_values))
+        if column == spec.data.target:
+            classes = list(spec.classes)
+            return why(mask, lambda v: f"{_jsonable(v)!r} is not one of data.classes {classes}")
         return why(mask, lambda v: f"{_jsonable(v)!r} is not in {allowed_values}")
     return None
 
@@ -745,6 +846,8 @@ def _split(
     # A numeric column that held strings is object-typed: once they are set aside it holds numbers only,
     # and gets their dtype (a Parquet round trip would give it anyway, and the fingerprint must match).
     numeric = {f.name for f in spec.numeric_features}
+    if spec.task == "regression":
+        numeric.add(spec.data.target)
     retyped = {
         str(check.column): clean[check.column].infer_objects()
         for check, mask, _ in masks
@@ -854,6 +957,11 @@ def write_quarantine(spec: ModelSpec, quarantined: pd.DataFrame, run_key: str) -
 
 # --- label mix: the window's label shares against a reference (the champion's training window) -------
 
+#: Regression: the target quantiles whose cumulative shares make a window's label mix.
+TARGET_QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
+#: Regression: a label mix key, ``<=<value>``: the share of rows whose target is at most that value.
+_AT_MOST = "<="
+
 
 def _label_key(value: Any) -> str:
     value = _jsonable(value)
@@ -862,12 +970,43 @@ def _label_key(value: Any) -> str:
     return str(value)
 
 
+def _cdf_edge(key: str) -> float | None:
+    """The value of a regression label mix key ``<=<value>``; ``None`` for any other key."""
+    if not key.startswith(_AT_MOST):
+        return None
+    try:
+        edge = float(key[len(_AT_MOST) :])
+    except ValueError:
+        return None
+    return edge if math.isfinite(edge) else None
+
+
 def label_mix(spec: ModelSpec, df: pd.DataFrame) -> dict[str, float]:
-    """The share of each target value among ``df``'s labelled rows, ``{label as string: share}`` sorted by
-    label (``1.0`` and ``1`` are the same label, ``"1"``); ``{}`` without the target or any label."""
+    """The window's label mix: ``{key: share}`` of ``df``'s labelled rows; ``{}`` without the target or
+    any label.
+
+    Classification: the share of each target value, keyed by the label as a string and sorted by it
+    (``1.0`` and ``1`` are the same label, ``"1"``). Regression (a target has too many values to share
+    out): the window's distribution at its :data:`TARGET_QUANTILES`, ``{"<=<q>": share of rows with a
+    target at most q}`` in ascending order of q (q rounded to 6 significant digits, the share counted
+    with the rounded value, so ties are exact). :func:`label_mix_check` compares the same shares in a
+    later window, whose distribution gives other shares at those values when it moved.
+    """
     target = spec.data.target
     if target not in df.columns:
         return {}
+    if spec.task == "regression":
+        import numpy as np
+        import pandas as pd
+
+        values = pd.to_numeric(df[target], errors="coerce").dropna().to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return {}
+        mix: dict[str, float] = {}
+        for edge in sorted({float(f"{q:.6g}") for q in np.quantile(values, TARGET_QUANTILES)}):
+            mix[f"{_AT_MOST}{edge:.6g}"] = float((values <= edge).mean())
+        return mix
     counts: dict[str, int] = {}
     for value, n in df[target].value_counts(dropna=True).items():
         counts[_label_key(value)] = counts.get(_label_key(value), 0) + int(n)
@@ -878,21 +1017,36 @@ def label_mix(spec: ModelSpec, df: pd.DataFrame) -> dict[str, float]:
 def label_mix_check(
     spec: ModelSpec, df: pd.DataFrame, reference: Mapping[str, float] | None
 ) -> FailedCheck | None:
-    """Check ``label_mix``: the window's label shares against ``reference`` (a :func:`label_mix`).
+    """Check ``label_mix``: the window's label mix against ``reference`` (a :func:`label_mix`).
 
-    Fails when a class's share moved by more than ``data.max_label_shift`` (absolute difference), or
-    a class of the reference has no row in the window; the detail gives every class's reference share
-    and window share. Severity ``warn`` unless ``data.severities`` says otherwise.
+    Classification: fails when a class's share moved by more than ``data.max_label_shift`` (absolute
+    difference), or a class of the reference has no row in the window; the detail gives every class's
+    reference share and window share. Regression: fails when the share of rows with a target at most
+    one of the reference's quantiles moved by more than ``data.max_label_shift`` (a Kolmogorov-Smirnov
+    distance taken at those quantiles: a shifted or stretched target distribution). Severity ``warn``
+    unless ``data.severities`` says otherwise.
 
     Returns:
-        The failed check (severity not yet applied), or ``None`` when the mix is close enough or there is
-        no reference (``None`` or empty).
+        The failed check (severity not yet applied), or ``None`` when the mix is close enough, there is
+        no reference (``None`` or empty), or the reference is of the other kind of target (the model's
+        task changed since the champion was trained: a warning is logged).
     """
     if not reference:
         return None
+    limit = spec.data.max_label_shift
+    regression_reference = all(_cdf_edge(str(k)) is not None for k in reference)
+    if regression_reference != (spec.task == "regression"):
+        log.warning(
+            "%s: the reference label mix %s is not one of a %s target; no label_mix check",
+            spec.name,
+            dict(reference),
+            spec.task,
+        )
+        return None
+    if spec.task == "regression":
+        return _target_shift_check(spec, df, reference, limit)
     expected = {_label_key(k): float(v) for k, v in reference.items()}
     window = label_mix(spec, df)
-    limit = spec.data.max_label_shift
     parts, broken = [], 0
     for label in sorted(set(expected) | set(window)):
         before, now = expected.get(label, 0.0), window.get(label, 0.0)
@@ -913,6 +1067,42 @@ def label_mix_check(
             f"the label mix moved from the reference (the champion's training window): {'; '.join(parts)}. "
             f"A class's share may move by at most {limit:g} and every reference class must be present "
             "(spec data.max_label_shift)"
+        ),
+        unexpected_count=broken,
+    )
+
+
+def _target_shift_check(
+    spec: ModelSpec, df: pd.DataFrame, reference: Mapping[str, float], limit: float
+) -> FailedCheck | None:
+    import numpy as np
+    import pandas as pd
+
+    target = spec.data.target
+    if target not in df.columns:
+        return None
+    values = pd.to_numeric(df[target], errors="coerce").dropna().to_numpy(dtype=np.float64)
+    if not len(values):
+        return None
+    points = sorted(((_cdf_edge(str(k)) or 0.0), float(v)) for k, v in reference.items())
+    parts, broken = [], 0
+    for edge, before in points:
+        now = float((values <= edge).mean())
+        moved = now - before
+        over = abs(moved) > limit + 1e-12
+        broken += over
+        parts.append(
+            f"{target} <= {edge:g}: {before:.3f} → {now:.3f} ({moved:+.3f}{', too far' if over else ''})"
+        )
+    if not broken:
+        return None
+    return FailedCheck(
+        expectation="label_mix",
+        column=target,
+        detail=(
+            "the target's distribution moved from the reference (the champion's training window), as the "
+            f"share of rows at most each of the reference's quantiles: {'; '.join(parts)}. A share may move "
+            f"by at most {limit:g} (spec data.max_label_shift)"
         ),
         unexpected_count=broken,
     )
@@ -1016,27 +1206,12 @@ def _failed_check(
             f"{count:,}{of} values outside [{kwargs.get('min_value')}, {kwargs.get('max_value')}], "
             f"e.g. {examples}"
         )
+    elif expectation == "expect_column_values_to_be_in_set" and column == spec.data.target:
+        detail = f"{count:,}{of} labels are not one of data.classes {list(spec.classes)}, e.g. {examples}"
     elif expectation == "expect_column_values_to_be_in_set":
         detail = f"{count:,}{of} values not in {list(kwargs.get('value_set') or [])}, e.g. {examples}"
     elif expectation == "expect_column_values_to_be_unique":
         detail = f"{count:,}{of} rows share an id with another row, e.g. {examples}"
-    elif expectation == "expect_column_distinct_values_to_contain_set":
-        wanted = list(kwargs.get("value_set") or [])
-        present = sorted(_jsonable(df[column].dropna().unique().tolist()), key=str)
-        absent = [v for v in wanted if v not in present]
-        detail = (
-            f"labels present: {present}; class(es) {absent} have no rows in the window. A model needs "
-            f"every class of {wanted} to train and be gated: widen the window or fix the labels"
-        )
-    elif expectation == "expect_column_mean_to_be_between":
-        import pandas as pd
-
-        share = float(kwargs.get("min_value") or 0.0)
-        ones = float(pd.to_numeric(df[column], errors="coerce").mean()) if len(df) else float("nan")
-        detail = (
-            f"the share of label 1 is {ones:.4g}; each class needs at least {share:.1%} of the rows "
-            "(spec data.min_class_share)"
-        )
     elif expectation == "expect_table_row_count_to_be_between":
         upper = kwargs.get("max_value")
         detail = f"{observed} rows; expected at least {kwargs.get('min_value')}"

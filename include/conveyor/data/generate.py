@@ -1,12 +1,14 @@
 """Seeded demo data: daily batches that look like what a real source would land.
 
-Two sources, one per shipped spec:
+One source per shipped spec (:data:`DEMO_SOURCES`):
 
-* ``churn``: synthetic subscription customers whose label follows a logistic model of the features
-  (month-to-month contracts, high charges, many support calls and short tenure churn more) plus label
-  noise; ``drift`` moves the feature distributions so monitoring has something to find.
-* ``breast_cancer``: scikit-learn's bundled Wisconsin diagnostic data (no download), renamed to the
-  spec's feature names and spread over daily batches.
+* ``churn`` (binary): synthetic subscription customers whose label follows a logistic model of the
+  features (month-to-month contracts, high charges, many support calls and short tenure churn more) plus
+  label noise; ``drift`` moves the feature distributions so monitoring has something to find.
+* ``breast_cancer`` (binary), ``digits`` (multiclass: 8x8 images of the digits 0..9) and ``diabetes``
+  (regression: disease progression a year on): scikit-learn's bundled datasets (no download), renamed to
+  the spec's columns and spread over daily batches, every sample once, with a stable id and the event
+  date of the batch it lands in.
 
 :func:`corrupt` breaks a batch in named ways so the data contract can be shown (and tested) to catch
 each of them, and :func:`land_demo_data` writes the batches where the pipeline reads them.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.config import ModelSpec
@@ -185,6 +187,43 @@ def generate_churn(spec: ModelSpec, n_rows: int, day: dt.date, seed: int, drift:
     return frame[spec.columns]
 
 
+def _spread(
+    spec: ModelSpec, frame: pd.DataFrame, days: int, end_day: dt.date, seed: int, salt: int
+) -> list[tuple[dt.date, pd.DataFrame]]:
+    """``frame`` (ids, features, target) shuffled by ``seed`` into ``days`` daily batches ending at
+    ``end_day``, each row once, each batch in id order with its day as the event date."""
+    import numpy as np
+
+    order = _rng(seed, salt).permutation(len(frame))
+    batches: list[tuple[dt.date, pd.DataFrame]] = []
+    for k, chunk in enumerate(np.array_split(order, days)):
+        day = end_day - dt.timedelta(days=days - 1 - k)
+        batch = frame.iloc[np.sort(chunk)].reset_index(drop=True)
+        batch.insert(
+            1, spec.data.event_time_column, np.full(len(batch), np.datetime64(day.isoformat(), "ns"))
+        )
+        batches.append((day, batch[spec.columns]))
+    return batches
+
+
+def _dataset_frame(
+    spec: ModelSpec, dataset: str, source: pd.DataFrame, days: int, drift: float
+) -> pd.DataFrame:
+    """``source``'s features under the spec's names (float64), checked against the spec and ``days``."""
+    n = len(source)
+    if not 1 <= days <= n:
+        raise DemoDataError(f"{dataset}_batches needs 1 <= days <= {n}, got {days}")
+    if not 0.0 <= drift <= 1.0:
+        raise DemoDataError(f"{dataset}_batches needs drift in [0, 1], got {drift}")
+    unknown = [f for f in spec.feature_names if f not in source.columns]
+    if unknown or spec.categorical_features:
+        raise DemoDataError(
+            f"spec {spec.name!r} asks for features scikit-learn's {dataset} data does not have: "
+            f"{unknown or [c.name for c in spec.categorical_features]}; it has {list(source.columns)[:12]}"
+        )
+    return source[spec.feature_names].astype("float64")
+
+
 def breast_cancer_batches(
     spec: ModelSpec, days: int, end_day: dt.date, seed: int, drift: float = 0.0
 ) -> list[tuple[dt.date, pd.DataFrame]]:
@@ -206,40 +245,112 @@ def breast_cancer_batches(
     Raises:
         DemoDataError: bad ``days``/``drift``, or a spec feature scikit-learn's data lacks.
     """
-    import numpy as np
     from sklearn.datasets import load_breast_cancer
 
-    bunch = load_breast_cancer(as_frame=True)
-    source = bunch.frame
-    n = len(source)
-    if not 1 <= days <= n:
-        raise DemoDataError(f"breast_cancer_batches needs 1 <= days <= {n}, got {days}")
-    if not 0.0 <= drift <= 1.0:
-        raise DemoDataError(f"breast_cancer_batches needs drift in [0, 1], got {drift}")
+    source = load_breast_cancer(as_frame=True).frame
     renamed = source.rename(columns=lambda c: str(c).replace(" ", "_"))
-    unknown = [f for f in spec.feature_names if f not in renamed.columns]
-    if unknown or spec.categorical_features:
-        raise DemoDataError(
-            f"spec {spec.name!r} asks for features scikit-learn's breast-cancer data does not have: "
-            f"{unknown or [c.name for c in spec.categorical_features]}"
-        )
-    data = spec.data
-    frame = renamed[spec.feature_names].astype("float64")
+    frame = _dataset_frame(spec, "breast_cancer", renamed, days, drift)
     for name in ("mean_texture", "worst_texture"):
         if drift and name in frame.columns:
             frame[name] = frame[name] * (1.0 + 0.4 * drift)
-    frame.insert(0, data.id_column, [f"S{i + 1:05d}" for i in range(n)])
+    frame.insert(0, spec.data.id_column, [f"S{i + 1:05d}" for i in range(len(frame))])
     # scikit-learn: 0 = malignant, 1 = benign.
-    frame[data.target] = (1 - source["target"].to_numpy()).astype("int64")
+    frame[spec.data.target] = (1 - source["target"].to_numpy()).astype("int64")
+    return _spread(spec, frame, days, end_day, seed, salt=569)
 
-    order = _rng(seed, 569).permutation(n)
-    batches: list[tuple[dt.date, pd.DataFrame]] = []
-    for k, chunk in enumerate(np.array_split(order, days)):
-        day = end_day - dt.timedelta(days=days - 1 - k)
-        batch = frame.iloc[np.sort(chunk)].reset_index(drop=True)
-        batch.insert(1, data.event_time_column, np.full(len(batch), np.datetime64(day.isoformat(), "ns")))
-        batches.append((day, batch[spec.columns]))
-    return batches
+
+def digits_batches(
+    spec: ModelSpec, days: int, end_day: dt.date, seed: int, drift: float = 0.0
+) -> list[tuple[dt.date, pd.DataFrame]]:
+    """scikit-learn's handwritten digits (multiclass) as ``days`` daily batches ending at ``end_day``.
+
+    All 1,797 images appear exactly once: 64 pixel features ``pixel_<row>_<column>`` (ink, 0..16) and
+    the digit (int64, 0..9). Ids are ``D<row number>`` (``D00001`` for scikit-learn's first image).
+
+    Args:
+        spec: the digits spec (features named as scikit-learn names them).
+        days: number of daily batches (1..1797).
+        end_day: the date of the last batch.
+        seed: fixes which day each image lands on.
+        drift: 0..1; darkens the ink by up to 30% (capped at 16, the sensor's maximum).
+
+    Returns:
+        ``[(day, frame), ...]`` oldest first, each frame with exactly ``spec.columns``.
+
+    Raises:
+        DemoDataError: bad ``days``/``drift``, or a spec feature scikit-learn's data lacks.
+    """
+    from sklearn.datasets import load_digits
+
+    source = load_digits(as_frame=True).frame
+    frame = _dataset_frame(spec, "digits", source, days, drift)
+    if drift:
+        frame = (frame * (1.0 + 0.3 * drift)).clip(upper=16.0)
+    frame.insert(0, spec.data.id_column, [f"D{i + 1:05d}" for i in range(len(frame))])
+    frame[spec.data.target] = source["target"].to_numpy().astype("int64")
+    return _spread(spec, frame, days, end_day, seed, salt=1797)
+
+
+def diabetes_batches(
+    spec: ModelSpec, days: int, end_day: dt.date, seed: int, drift: float = 0.0
+) -> list[tuple[dt.date, pd.DataFrame]]:
+    """scikit-learn's diabetes data (regression) as ``days`` daily batches ending at ``end_day``.
+
+    All 442 patients appear exactly once, in original units (``load_diabetes(scaled=False)``: age in
+    years, sex 1/2, BMI, blood pressure, six blood serum measurements) with the target, a measure of
+    disease progression one year after baseline (float64, 25..346). Ids are ``P<row number>``.
+
+    Args:
+        spec: the diabetes spec (features named as scikit-learn names them: age, sex, bmi, bp, s1..s6).
+        days: number of daily batches (1..442).
+        end_day: the date of the last batch.
+        seed: fixes which day each patient lands on.
+        drift: 0..1; raises BMI and blood pressure by up to 15%.
+
+    Returns:
+        ``[(day, frame), ...]`` oldest first, each frame with exactly ``spec.columns``.
+
+    Raises:
+        DemoDataError: bad ``days``/``drift``, or a spec feature scikit-learn's data lacks.
+    """
+    from sklearn.datasets import load_diabetes
+
+    source = load_diabetes(as_frame=True, scaled=False).frame
+    frame = _dataset_frame(spec, "diabetes", source, days, drift)
+    for name in ("bmi", "bp"):
+        if drift and name in frame.columns:
+            frame[name] = frame[name] * (1.0 + 0.15 * drift)
+    frame.insert(0, spec.data.id_column, [f"P{i + 1:05d}" for i in range(len(frame))])
+    frame[spec.data.target] = source["target"].to_numpy().astype("float64")
+    return _spread(spec, frame, days, end_day, seed, salt=442)
+
+
+#: The daily batches of each shipped spec's scikit-learn dataset, by spec name.
+SKLEARN_SOURCES: dict[str, Callable[..., list[tuple[dt.date, pd.DataFrame]]]] = {
+    "breast_cancer": breast_cancer_batches,
+    "digits": digits_batches,
+    "diabetes": diabetes_batches,
+}
+#: Every spec name :func:`land_demo_data` can land data for.
+DEMO_SOURCES: tuple[str, ...] = ("churn", *SKLEARN_SOURCES)
+
+
+def _unknown_target(spec: ModelSpec) -> Any:
+    """A target value the spec's contract refuses: a label outside ``data.classes`` (the next integer
+    after the largest for integer labels), or a regression value past its range (a string when the
+    range is unbounded)."""
+    from conveyor.pyfunc_outputs import integer_labels
+
+    data = spec.data
+    if spec.task == "regression":
+        if data.target_max is not None:
+            return float(data.target_max + abs(data.target_max) + 1)
+        if data.target_min is not None:
+            return float(data.target_min - abs(data.target_min) - 1)
+        return "n/a"
+    if integer_labels(spec.classes):
+        return max(int(c) for c in spec.classes) + 1
+    return "unknown-label"
 
 
 def corrupt(df: pd.DataFrame, spec: ModelSpec, kinds: Iterable[str], seed: int = 0) -> pd.DataFrame:
@@ -252,7 +363,9 @@ def corrupt(df: pd.DataFrame, spec: ModelSpec, kinds: Iterable[str], seed: int =
     * ``nulls``: NaN into a numeric feature, ~25 points above its allowed null fraction.
     * ``out_of_range``: a few values of a bounded numeric feature past its max (or under its min).
     * ``unknown_category``: a few values of a categorical outside its categories; for a spec without
-      categoricals, a few target values of 2.
+      categoricals, a few target values the contract refuses: a label outside ``data.classes`` (2 for
+      a 0/1 target, 10 for the digits 0..9), a regression value past ``data.target_max`` (or under
+      ``target_min``; the string ``"n/a"`` when the target is unbounded).
     * ``wrong_types``: a numeric feature stored as strings (the way a broken CSV export lands).
     * ``missing_column``: drop a required numeric feature.
 
@@ -321,7 +434,10 @@ def corrupt(df: pd.DataFrame, spec: ModelSpec, kinds: Iterable[str], seed: int =
                 touched.add(cat.name)
                 out.loc[some_rows(), cat.name] = f"unknown-{cat.name.replace('_', '-')}"
             else:
-                out.loc[some_rows(), spec.data.target] = 2
+                bad_target = _unknown_target(spec)
+                if isinstance(bad_target, str):
+                    out[spec.data.target] = out[spec.data.target].astype(object)
+                out.loc[some_rows(), spec.data.target] = bad_target
         elif kind == "wrong_types":
             name = pick_numeric(kind)
             out[name] = out[name].map(lambda v: "n/a" if v != v else f"{v:.2f}").astype("object")
@@ -364,8 +480,9 @@ def land_demo_data(
     """Land ``days`` daily demo batches ending at ``end_day`` (one file per day).
 
     Args:
-        spec: ``churn`` (synthetic, ``rows_per_day`` rows a day) or ``breast_cancer`` (scikit-learn's
-            569 rows spread over the days; ``rows_per_day`` is ignored).
+        spec: ``churn`` (synthetic, ``rows_per_day`` rows a day), or ``breast_cancer``, ``digits`` or
+            ``diabetes`` (scikit-learn's 569, 1,797 or 442 rows spread over the days; ``rows_per_day`` is
+            ignored).
         days: how many days, the last being ``end_day``.
         end_day: the newest day.
         rows_per_day: churn rows per day.
@@ -386,11 +503,11 @@ def land_demo_data(
             (day, generate_churn(spec, rows_per_day, day, seed, drift))
             for day in (end_day - dt.timedelta(days=days - 1 - k) for k in range(days))
         ]
-    elif spec.name == "breast_cancer":
-        batches = breast_cancer_batches(spec, days, end_day, seed, drift=drift)
+    elif spec.name in SKLEARN_SOURCES:
+        batches = SKLEARN_SOURCES[spec.name](spec, days, end_day, seed, drift=drift)
     else:
         raise DemoDataError(
-            f"no demo data source for model {spec.name!r}; known: churn, breast_cancer. "
+            f"no demo data source for model {spec.name!r}; known: {', '.join(DEMO_SOURCES)}. "
             "Land real batches with land_batch() instead."
         )
     if corruption:

@@ -134,13 +134,20 @@ def files_description(source: FilesSource) -> str:
 
 
 def conform(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with its ``object`` columns of numeric features and the target made numbers, and an
-    ``object`` event time column made ``datetime64`` (an unparseable time becomes null, which the
-    contract's not-null check reports). A value that is not a number is kept as it is, so the column
-    stays ``object`` and the contract's type check fails on those rows."""
+    """``df`` with its ``object`` columns of numeric features made numbers, and an ``object`` event time
+    column made ``datetime64`` (an unparseable time becomes null, which the contract's not-null check
+    reports). A value that is not a number is kept as it is, so the column stays ``object`` and the
+    contract's type check fails on those rows.
+
+    The target is made numbers for a regression model and for integer class labels (``"3"`` in a CSV
+    is the class ``3``); string class labels stay as they are (``"01"`` is not ``1``)."""
     import pandas as pd
 
-    numeric = [f.name for f in spec.numeric_features] + [spec.data.target]
+    from conveyor.pyfunc_outputs import integer_labels
+
+    numeric = [f.name for f in spec.numeric_features]
+    if spec.task == "regression" or integer_labels(spec.classes):
+        numeric.append(spec.data.target)
     changed: dict[str, Any] = {}
     for column in numeric:
         if column in df.columns and df[column].dtype == object:

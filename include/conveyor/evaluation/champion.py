@@ -8,9 +8,14 @@ importance of both models, and applies the gate (:func:`conveyor.evaluation.gate
 champion that cannot be loaded or scored is reported in the decision and fails the gate; it is
 never silently treated as "no champion".
 
+Every task type is scored the same way, through ``conveyor.tasks``: each model's pyfunc output frame
+is held to the task's output contract (``check_outputs``) and read as scores (``scores_of``: binary
+P(positive), multiclass the class probabilities, regression the predictions); the snapshot's target
+is encoded by ``encode_target``; the metrics are the task's (``tasks.metrics``).
+
 :func:`write_gate_report` attaches ``gate/report.json``, ``gate/report.md`` and the figures
-(metrics, ROC, confusion matrices, slices, importance) to the DAG run's MLflow run and logs
-``gate_passed``, ``challenger_<metric>`` and ``champion_<metric>``.
+(``gate/metrics.png`` and the task's figures, ``conveyor.evaluation.plots.TASK_FIGURES``) to the DAG
+run's MLflow run and logs ``gate_passed``, ``challenger_<metric>`` and ``champion_<metric>``.
 """
 
 from __future__ import annotations
@@ -25,11 +30,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from conveyor.config import ModelSpec
+from conveyor.config import LOWER_IS_BETTER, TASK_METRICS, ModelSpec
 from conveyor.errors import PermanentError
 from conveyor.evaluation.explain import FeatureImportance
 from conveyor.evaluation.gate import GateDecision, PairedTest, decide, paired_test, slice_results
-from conveyor.evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES, binary_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,8 +45,16 @@ CHAMPION_ALIAS = "champion"
 REPORT_JSON = "gate/report.json"
 REPORT_MD = "gate/report.md"
 REPORT_PNG = "gate/metrics.png"
-#: The report's other figures, by artifact path.
+#: The report's other figures of a binary model, by artifact path (any task: :func:`report_figures`).
 REPORT_FIGURES = ("gate/roc.png", "gate/confusion.png", "gate/slices.png", "gate/importance.png")
+
+
+def report_figures(task: str) -> tuple[str, ...]:
+    """The report's figures of a ``task`` model besides ``gate/metrics.png``, by artifact path (a
+    figure is left out when there is nothing to draw: slices when the spec slices none)."""
+    from conveyor.evaluation.plots import TASK_FIGURES
+
+    return tuple(f"gate/{name}" for name in TASK_FIGURES[task])
 
 
 class EvaluationDataError(PermanentError, ValueError):
@@ -58,8 +70,9 @@ class Scored(BaseModel):
 
     Attributes:
         model_uri: The model scored.
-        metrics: ``binary_metrics`` of its probabilities.
-        probability: P(label == 1) per evaluation row, in the frame's order.
+        metrics: The task's metrics of its scores (``conveyor.tasks.metrics``).
+        scores: Its scores per evaluation row, in the frame's order (``conveyor.tasks.scores_of``:
+            binary P(positive) ``(n,)``, multiclass ``(n, k)`` probabilities, regression ``(n,)``).
         importance: Permutation feature importance on the snapshot, when asked for.
     """
 
@@ -67,7 +80,7 @@ class Scored(BaseModel):
 
     model_uri: str
     metrics: dict[str, float]
-    probability: np.ndarray
+    scores: np.ndarray
     importance: FeatureImportance | None = None
 
 
@@ -76,6 +89,13 @@ class GateEvaluation(BaseModel):
 
     Only ``decision`` travels (XCom, ``report.json``); the arrays stay in the process that draws the
     report's plots.
+
+    Attributes:
+        decision: The gate's decision.
+        y: The snapshot's encoded target (``conveyor.tasks.encode_target``).
+        challenger: The challenger's scores.
+        champion: The champion's, when one was scored.
+        classes: The label set of a classification spec (``spec.classes``), for the figures.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -84,16 +104,18 @@ class GateEvaluation(BaseModel):
     y: np.ndarray
     challenger: Scored
     champion: Scored | None = None
+    classes: tuple[Any, ...] = (0, 1)
 
     @property
     def champion_label(self) -> str:
         version = self.decision.champion_version
         return f"champion v{version}" if version else "champion"
 
-    def probabilities(self) -> dict[str, np.ndarray]:
-        out = {"challenger": self.challenger.probability}
+    def scores(self) -> dict[str, np.ndarray]:
+        """Each scored model's scores, by its label in the figures (``challenger``, ``champion v3``)."""
+        out = {"challenger": self.challenger.scores}
         if self.champion is not None:
-            out[self.champion_label] = self.champion.probability
+            out[self.champion_label] = self.champion.scores
         return out
 
     def importances(self) -> dict[str, FeatureImportance]:
@@ -105,7 +127,15 @@ class GateEvaluation(BaseModel):
         return out
 
 
-def _check_frame(spec: ModelSpec, eval_df: pd.DataFrame) -> None:
+def _check_frame(spec: ModelSpec, eval_df: pd.DataFrame) -> np.ndarray:
+    """The snapshot's encoded target, once its columns, rows and labels are checked.
+
+    Raises:
+        EvaluationDataError: columns or rows missing, unlabelled rows, or a target the task refuses
+            (a label outside ``data.classes``, a non-numeric regression value).
+    """
+    from conveyor import tasks
+
     needed = [*spec.feature_names, spec.data.target]
     missing = [c for c in needed if c not in eval_df.columns]
     if missing:
@@ -123,6 +153,10 @@ def _check_frame(spec: ModelSpec, eval_df: pd.DataFrame) -> None:
             f"evaluation frame for {spec.name} has {unlabeled} rows without a {spec.data.target!r} label; "
             "the gate needs labelled rows"
         )
+    try:
+        return tasks.encode_target(spec, eval_df[spec.data.target])
+    except tasks.TargetError as exc:
+        raise EvaluationDataError(f"evaluation frame for {spec.name}: {exc}") from exc
 
 
 @contextmanager
@@ -172,13 +206,18 @@ def score_on_snapshot(
         seed: Seed of the permutations.
 
     Returns:
-        The metrics and per-row probabilities (and the importance table when asked for).
+        The task's metrics and per-row scores (and the importance table when asked for).
 
     Raises:
-        EvaluationDataError: the frame lacks columns, rows or labels.
-        ModelScoringError: the model does not load or does not return ``probability`` per row.
+        EvaluationDataError: the frame lacks columns, rows or labels, or holds a target the task
+            refuses.
+        ModelScoringError: the model does not load, fails to predict, or breaks its task's output
+            contract (``conveyor.tasks.check_outputs``: columns, dtypes, one row per input, finite
+            values, probabilities in [0, 1]).
     """
-    _check_frame(spec, eval_df)
+    from conveyor import tasks
+
+    y = _check_frame(spec, eval_df)
     features = eval_df[spec.feature_names]
     with ExitStack() as stack:
         try:
@@ -194,51 +233,34 @@ def score_on_snapshot(
                 f"model {model_uri!r} failed to predict on {len(features)} evaluation rows of {spec.name}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        probability = _probability(model_uri, output, len(eval_df))
+        try:
+            tasks.check_outputs(spec, output, len(eval_df), where=f"model {model_uri!r}")
+        except tasks.OutputContractError as exc:
+            raise ModelScoringError(f"{exc} (the {spec.task} output contract: docs/CONTRACTS.md)") from exc
+        scores = tasks.scores_of(spec, output)
         importance = None
         if importance_metric is not None:
-            importance = _importance(
-                model, features, eval_df[spec.data.target].to_numpy(), importance_metric, seed
-            )
-    metrics = binary_metrics(eval_df[spec.data.target].to_numpy(), probability)
-    return Scored(model_uri=model_uri, metrics=metrics, probability=probability, importance=importance)
+            importance = _importance(spec, model, features, y, importance_metric, seed)
+    return Scored(
+        model_uri=model_uri, metrics=tasks.metrics(spec, y, scores), scores=scores, importance=importance
+    )
 
 
 def _importance(
-    model: Any, features: pd.DataFrame, y: np.ndarray, metric: str, seed: int
+    spec: ModelSpec, model: Any, features: pd.DataFrame, y: np.ndarray, metric: str, seed: int
 ) -> FeatureImportance | None:
     """Permutation importance of a loaded model; a failure is logged and leaves the report without it."""
+    from conveyor import tasks
     from conveyor.evaluation.explain import permutation_importance_table
 
-    def predict_proba(frame: pd.DataFrame) -> np.ndarray:
-        return np.asarray(model.predict(frame)["probability"], dtype=float)
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        return tasks.scores_of(spec, model.predict(frame))
 
     try:
-        return permutation_importance_table(predict_proba, features, y, metric, seed=seed)
+        return permutation_importance_table(predict, features, y, metric, spec=spec, seed=seed)
     except Exception as exc:  # explanation is evidence for people; it never decides or fails the gate
         log.warning("permutation importance failed: %s: %s", type(exc).__name__, exc)
         return None
-
-
-def _probability(model_uri: str, output: Any, rows: int) -> np.ndarray:
-    """The contract's ``probability`` column of a model's answer, checked."""
-    columns = list(getattr(output, "columns", []))
-    if "probability" not in columns:
-        raise ModelScoringError(
-            f"model {model_uri!r} returned {type(output).__name__} with columns {columns}; the model "
-            "contract requires a DataFrame with 'probability' and 'prediction' (docs/CONTRACTS.md)"
-        )
-    probability = np.asarray(output["probability"], dtype=float)
-    if probability.shape != (rows,):
-        raise ModelScoringError(
-            f"model {model_uri!r} returned {probability.shape[0]} probabilities for {rows} rows"
-        )
-    bad = int(np.count_nonzero(~np.isfinite(probability) | (probability < 0) | (probability > 1)))
-    if bad:
-        raise ModelScoringError(
-            f"model {model_uri!r} returned {bad} probabilities that are NaN or outside [0, 1]"
-        )
-    return probability
 
 
 def evaluate(
@@ -299,20 +321,21 @@ def evaluate(
         except Exception as exc:  # any load/score failure of the champion is reported in the decision
             champion_error = str(exc)
             log.error("champion %s could not be scored: %s", champion_uri, exc)
-    y = eval_df[spec.data.target].to_numpy()
+    y = _check_frame(spec, eval_df)
     paired: PairedTest | None = None
     if champion is not None:
         paired = paired_test(
             y,
-            challenger.probability,
-            champion.probability,
+            challenger.scores,
+            champion.scores,
             gate.primary_metric,
             n=gate.n_boot if n_boot is None else n_boot,
             seed=seed,
             confidence=gate.confidence,
+            spec=spec,
         )
     slices = slice_results(
-        spec, eval_df, y, challenger.probability, champion.probability if champion is not None else None
+        spec, eval_df, y, challenger.scores, champion.scores if champion is not None else None
     )
     decision = decide(
         spec,
@@ -324,7 +347,9 @@ def evaluate(
         champion_error=champion_error,
         slices=slices,
     )
-    return GateEvaluation(decision=decision, y=y, challenger=challenger, champion=champion)
+    return GateEvaluation(
+        decision=decision, y=y, challenger=challenger, champion=champion, classes=tuple(spec.classes)
+    )
 
 
 def _fmt(value: float | None) -> str:
@@ -333,14 +358,23 @@ def _fmt(value: float | None) -> str:
     return "NaN" if math.isnan(value) else f"{value:.4f}"
 
 
+def metric_order(decision: GateDecision, metrics: dict[str, Any] | None = None) -> list[str]:
+    """The metrics of ``metrics`` (default: the challenger's) in the task's order, then any others."""
+    present = decision.challenger_metrics if metrics is None else metrics
+    known = [m for m in TASK_METRICS[decision.task] if m in present]
+    return known + [m for m in present if m not in known]
+
+
 def report_markdown(decision: GateDecision, importances: dict[str, FeatureImportance] | None = None) -> str:
-    """The gate decision as a readable Markdown page (checks, metrics, slices, importance, reasons)."""
+    """The gate decision as a readable Markdown page (checks, the task's metrics, slices, importance,
+    reasons)."""
     champ = decision.champion_metrics or {}
     champion_label = f"v{decision.champion_version}" if decision.champion_version else "none (cold start)"
     lines = [
         f"# Gate report: {'PASSED' if decision.passed else 'FAILED'} → `{decision.action}`",
         "",
         f"- mode: `{decision.mode}`",
+        f"- task: `{decision.task}`",
         f"- primary metric: `{decision.primary_metric}`",
         f"- champion: {champion_label}",
     ]
@@ -357,13 +391,12 @@ def report_markdown(decision: GateDecision, importances: dict[str, FeatureImport
         "| metric | challenger | champion | Δ (challenger - champion) |",
         "|---|---:|---:|---:|",
     ]
-    for name in METRIC_NAMES:
-        if name not in decision.challenger_metrics:
-            continue
+    for name in metric_order(decision):
         new = decision.challenger_metrics[name]
         old = champ.get(name)
         delta = "—" if old is None else _fmt(new - old)
-        lines.append(f"| {name} | {_fmt(new)} | {_fmt(old)} | {delta} |")
+        better = " (lower is better)" if name in LOWER_IS_BETTER else ""
+        lines.append(f"| {name}{better} | {_fmt(new)} | {_fmt(old)} | {delta} |")
     if decision.paired is not None:
         p = decision.paired
         if p.method == "mcnemar":
@@ -390,7 +423,7 @@ def report_markdown(decision: GateDecision, importances: dict[str, FeatureImport
             + decides,
         ]
     if decision.slices:
-        metrics = [m for m in METRIC_NAMES if m in decision.slices[0].challenger]
+        metrics = metric_order(decision, decision.slices[0].challenger)
         lines += [
             "",
             "## Slices",
@@ -427,9 +460,11 @@ def _metrics_figure(decision: GateDecision) -> Any | None:
         from matplotlib.figure import Figure
     except ImportError:  # matplotlib comes with mlflow; a slim install simply gets no plot
         return None
-    names = [m for m in METRIC_NAMES if m in decision.challenger_metrics]
+    names = metric_order(decision)
+    if decision.task == "regression":
+        return _metric_panels(decision, names)
     x = np.arange(len(names))
-    fig = Figure(figsize=(8, 4.5), dpi=100)
+    fig = Figure(figsize=(max(8.0, 1.1 * len(names)), 4.5), dpi=100)
     ax = fig.add_subplot()
     width = 0.38
     new = [decision.challenger_metrics[m] for m in names]
@@ -449,22 +484,47 @@ def _metrics_figure(decision: GateDecision) -> Any | None:
     return fig
 
 
+def _metric_panels(decision: GateDecision, names: list[str]) -> Any:
+    """Regression metrics live on different scales (RMSE in target units, R² at most 1): one panel each."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2.6 * max(len(names), 1), 4.2), dpi=100, layout="constrained")
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
+    label = f"champion v{decision.champion_version}" if decision.champion_version else "champion"
+    for ax, name in zip(axes, names, strict=False):
+        bars = [("challenger", decision.challenger_metrics[name])]
+        if decision.champion_metrics is not None:
+            bars.append((label, decision.champion_metrics.get(name, float("nan"))))
+        values = [v if math.isfinite(v) else 0.0 for _, v in bars]
+        ax.bar(range(len(bars)), values, color=["#1f77b4", "#ff7f0e"][: len(bars)])
+        ax.set_xticks(range(len(bars)), [b for b, _ in bars], fontsize=8)
+        for check in decision.checks:
+            if check.name == f"floor:{name}" and check.threshold is not None:
+                ax.axhline(check.threshold, color="red", linestyle="--")
+        ax.axhline(0, color="#333333", linewidth=0.8)
+        ax.set_title(f"{name}\n(lower is better)" if name in LOWER_IS_BETTER else name, fontsize=10)
+    fig.suptitle(f"Gate: {'PASSED' if decision.passed else 'FAILED'} ({decision.action}); dashed = floor")
+    return fig
+
+
 def _report_figures(evaluation: GateEvaluation) -> dict[str, Any]:
     """The report's figures by artifact path (a figure that cannot be drawn is left out)."""
     from conveyor.evaluation import plots
 
     decision = evaluation.decision
-    probabilities = evaluation.probabilities()
     floors = [
         c.threshold
         for c in decision.checks
         if c.kind == "slice" and c.name.endswith(f":{decision.primary_metric}")
     ]
+    outcome = plots.task_figures(decision.task, evaluation.y, evaluation.scores(), evaluation.classes)
     drawers = {
-        "gate/roc.png": lambda: plots.roc_figure(evaluation.y, probabilities),
-        "gate/confusion.png": lambda: plots.confusion_figure(evaluation.y, probabilities),
+        **{f"gate/{name}": draw for name, draw in outcome.items()},
         "gate/slices.png": lambda: plots.slice_figure(
-            decision.slices, decision.primary_metric, floors[0] if floors else None
+            decision.slices,
+            decision.primary_metric,
+            floors[0] if floors else None,
+            champion_label=evaluation.champion_label,
         ),
         "gate/importance.png": lambda: (
             plots.importance_figure(evaluation.importances()) if evaluation.importances() else None
@@ -486,8 +546,10 @@ def write_gate_report(client: MlflowClient, run_id: str, evaluation: GateEvaluat
     """Attach the gate report to the MLflow run and log its headline metrics.
 
     Writes ``gate/report.json`` (the full decision and the importance tables), ``gate/report.md``
-    and the figures ``gate/metrics.png``, ``gate/roc.png``, ``gate/confusion.png``,
-    ``gate/slices.png`` (when the spec slices) and ``gate/importance.png``; logs ``gate_passed``
+    and the figures ``gate/metrics.png`` and the task's (:func:`report_figures`; binary and
+    multiclass ``gate/roc.png`` and ``gate/confusion.png``, regression ``gate/predicted_vs_actual.png``
+    and ``gate/residuals.png``; then ``gate/slices.png`` when the spec slices, and
+    ``gate/importance.png``); logs ``gate_passed``
     (1/0), ``challenger_<metric>`` and ``champion_<metric>`` (finite values only). Re-running
     overwrites the same files.
 

@@ -4,9 +4,11 @@ A feature's importance is how much the model's score on ``metric`` drops when th
 values are shuffled across rows (the other columns and the labels stay in place): a model that
 ignores a feature loses nothing, one that leans on it loses a lot. The arithmetic is
 scikit-learn's :func:`sklearn.inspection.permutation_importance`; the model is any function from a
-feature DataFrame to P(label == 1), so pyfunc models of every flavor work, on DataFrames with
-numeric and string (categorical) columns alike (scikit-learn shuffles a DataFrame's columns in
-place and keeps their dtypes).
+feature DataFrame to its scores in ``conveyor.tasks``' form (binary P(label == 1), multiclass the
+``(n, k)`` class probabilities, regression the predicted values), scored with
+``conveyor.tasks.metric_function`` on the spec's task, so pyfunc models of every flavor and task
+work, on DataFrames with numeric and string (categorical) columns alike (scikit-learn shuffles a
+DataFrame's columns in place and keeps their dtypes).
 
 Cost: ``2 + n_features * n_repeats`` predictions on at most ``max_rows`` rows (the unshuffled
 baseline is scored twice: once for the table, once inside scikit-learn); for a scikit-learn
@@ -25,11 +27,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from conveyor.config import LOWER_IS_BETTER
 from conveyor.evaluation.gate import JsonFloat
-from conveyor.evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES, binary_metrics
+from conveyor.evaluation.metrics import task_of
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from conveyor.config import ModelSpec
 
 
 class FeatureScore(BaseModel):
@@ -54,8 +59,8 @@ class FeatureImportance(BaseModel):
 
     Attributes:
         metric: The metric whose drop is measured (oriented: for lower-is-better metrics such as
-            ``log_loss`` the drop is the *increase* of the loss, so positive always means "worse
-            without the feature").
+            ``log_loss`` or ``rmse`` the drop is the *increase* of the error, so positive always
+            means "worse without the feature").
         n_repeats: Shuffles per feature.
         n_rows: Rows scored (the snapshot, sampled down to ``max_rows``).
         seed: Seed of the row sample and the shuffles.
@@ -77,25 +82,30 @@ class FeatureImportance(BaseModel):
         return {f.feature: f.mean for f in self.features}
 
 
-class _ProbabilityEstimator:
+class _ScoreEstimator:
     """The least ``permutation_importance`` accepts: a "fitted estimator" (``fit``) to hand to the scorer."""
 
-    def __init__(self, predict_proba: Callable[[pd.DataFrame], np.ndarray]) -> None:
-        self._predict_proba = predict_proba
+    def __init__(self, predict: Callable[[pd.DataFrame], np.ndarray], task: str) -> None:
+        self._predict = predict
+        self._task = task
 
-    def fit(self, X: Any, y: Any = None) -> _ProbabilityEstimator:
+    def fit(self, X: Any, y: Any = None) -> _ScoreEstimator:
         return self
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self._predict_proba(X), dtype=float).ravel()
+    def scores(self, X: pd.DataFrame) -> np.ndarray:
+        """The model's scores: ``(n, k)`` for multiclass, ``(n,)`` otherwise."""
+        scores = np.asarray(self._predict(X), dtype=float)
+        return scores if self._task == "multiclass" else scores.ravel()
 
 
-def _scorer(metric: str) -> Callable[[_ProbabilityEstimator, pd.DataFrame, np.ndarray], float]:
-    """A scikit-learn scorer callable: ``metric`` oriented so that higher is better."""
+def _scorer(spec: ModelSpec, metric: str) -> Callable[[_ScoreEstimator, pd.DataFrame, np.ndarray], float]:
+    """A scikit-learn scorer callable: ``metric`` of ``spec``'s task oriented so that higher is better."""
+    from conveyor import tasks
+
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
 
-    def score(estimator: _ProbabilityEstimator, X: pd.DataFrame, y: np.ndarray) -> float:
-        return sign * binary_metrics(y, estimator.predict_proba(X))[metric]
+    def score(estimator: _ScoreEstimator, X: pd.DataFrame, y: np.ndarray) -> float:
+        return sign * tasks.metric(spec, metric, y, estimator.scores(X))
 
     return score
 
@@ -105,11 +115,12 @@ def _sort_key(item: FeatureScore) -> tuple[bool, float]:
 
 
 def permutation_importance_table(
-    predict_proba: Callable[[pd.DataFrame], np.ndarray],
+    predict: Callable[[pd.DataFrame], np.ndarray],
     X: pd.DataFrame,
     y: np.ndarray,
     metric: str,
     *,
+    spec: ModelSpec | None = None,
     n_repeats: int = 5,
     seed: int = 0,
     max_rows: int = 2000,
@@ -117,11 +128,13 @@ def permutation_importance_table(
     """Permutation importance of a model on ``X`` (scikit-learn's ``permutation_importance``).
 
     Args:
-        predict_proba: The model: a feature DataFrame (``X``'s columns and dtypes) to P(label == 1)
-            per row.
+        predict: The model: a feature DataFrame (``X``'s columns and dtypes) to its scores per row
+            (``conveyor.tasks.scores_of`` of its output: binary P(label == 1), multiclass ``(n, k)``
+            class probabilities, regression the predicted values).
         X: The features (numeric and string/categorical columns; other dtypes as the model takes).
-        y: 0/1 labels, one per row of ``X``.
-        metric: One of ``conveyor.evaluation.metrics.METRIC_NAMES``.
+        y: Encoded labels (``conveyor.tasks.encode_target``), one per row of ``X``.
+        metric: One of the task's metrics (``spec.metric_names``); the gate uses its primary metric.
+        spec: The model's spec (task and classes); ``None``: binary.
         n_repeats: Shuffles per feature.
         seed: Seed of the row sample and the shuffles (the same inputs give the same table).
         max_rows: Score at most this many rows (a seeded sample without replacement; all rows when
@@ -137,8 +150,11 @@ def permutation_importance_table(
     """
     from sklearn.inspection import permutation_importance
 
-    if metric not in METRIC_NAMES:
-        raise ValueError(f"unknown metric {metric!r}; use one of {list(METRIC_NAMES)}")
+    spec = task_of(spec)
+    if metric not in spec.metric_names:
+        raise ValueError(
+            f"unknown metric {metric!r} for a {spec.task} model; use one of {list(spec.metric_names)}"
+        )
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be at least 1, got {n_repeats}")
     if max_rows < 1:
@@ -155,8 +171,8 @@ def permutation_importance_table(
         X, labels = X.iloc[keep], labels[keep]
     # A fresh positional index: scikit-learn re-aligns each shuffled column on it.
     frame = X.reset_index(drop=True)
-    estimator = _ProbabilityEstimator(predict_proba)
-    scorer = _scorer(metric)
+    estimator = _ScoreEstimator(predict, spec.task)
+    scorer = _scorer(spec, metric)
     baseline = scorer(estimator, frame, labels)
     result = permutation_importance(
         estimator,
@@ -199,6 +215,12 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _rise(metric: str) -> str:
+    if metric not in LOWER_IS_BETTER:
+        return ""
+    return " (rise of the loss)" if metric == "log_loss" else " (rise of the error)"
+
+
 def importance_markdown(tables: Mapping[str, FeatureImportance]) -> str:
     """The importance tables as one Markdown table: a row per feature, a column per model label.
 
@@ -221,7 +243,7 @@ def importance_markdown(tables: Mapping[str, FeatureImportance]) -> str:
         lines.append(f"| `{_escape(feature)}` | " + " | ".join(cells) + " |")
     described = sorted({(t.metric, t.n_repeats, t.n_rows) for t in tables.values()})
     how = "; ".join(
-        f"drop in {metric}{' (rise of the loss)' if metric in LOWER_IS_BETTER else ''} when the "
+        f"drop in {metric}{_rise(metric)} when the "
         f"feature's values are shuffled, mean ± std over {repeats} shuffles of {rows} rows"
         for metric, repeats, rows in described
     )

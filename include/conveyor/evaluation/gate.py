@@ -1,12 +1,16 @@
-"""The champion/challenger gate: a pure decision over metric dicts, and a paired bootstrap test.
+"""The champion/challenger gate: a pure decision over metric dicts, and the paired tests.
+
+Every task type (binary, multiclass, regression) goes through the same rules, on its own metrics
+(``conveyor.config.TASK_METRICS``; the error metrics ``log_loss``, ``rmse``, ``mae`` and ``mape``
+are lower-is-better, ``conveyor.config.LOWER_IS_BETTER``).
 
 :func:`decide` takes the challenger's and the champion's metrics on the *same* frozen evaluation
 snapshot and returns a :class:`GateDecision` whose every check carries its value, threshold and a
 sentence with the numbers. The rules, in order:
 
 1. **Floors** (``spec.gate.floors``): every listed metric of the challenger must be at least its
-   floor; for lower-is-better metrics (``log_loss``) the floor is a ceiling (value at most the
-   threshold). A missing or NaN metric fails its floor.
+   floor; for lower-is-better metrics (``log_loss``, ``rmse``, ``mae``, ``mape``) the floor is a
+   ceiling (value at most the threshold). A missing or NaN metric fails its floor.
 2. **Slice floors** (``spec.gate.slices``): the same floors per slice of the evaluation snapshot
    (each category of a categorical feature, or numeric buckets). A slice with fewer than
    ``min_rows`` rows, or whose metric is undefined there (ROC AUC of a one-class slice), is reported
@@ -15,8 +19,9 @@ sentence with the numbers. The rules, in order:
    means "challenger better" (champion - challenger for lower-is-better metrics). By default
    (``decide_on: ci_lower_bound``) the *lower bound* of the paired test's confidence interval must
    reach ``min_improvement``: a challenger better by noise is not promoted. The paired test is
-   McNemar's for ``accuracy`` (exact p-value on the discordant pairs; Bonett-Price interval of the
-   paired difference) and a paired bootstrap for every other metric. A negative
+   McNemar's for ``accuracy`` (binary and multiclass: each row right or wrong; exact p-value on the
+   discordant pairs; Bonett-Price interval of the paired difference) and a paired bootstrap of the
+   rows for every other metric (:func:`paired_bootstrap`, vectorised per task). A negative
    ``min_improvement`` is a **non-inferiority margin**: the challenger may be worse by at most that
    much, with the test's confidence. ``decide_on: point_estimate`` judges the observed difference
    instead (the interval is then reported only). A NaN on either side fails.
@@ -42,19 +47,20 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, PlainSerializer, computed_field
 
-from conveyor.config import ModelSpec
-from conveyor.evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES
+from conveyor.config import LOWER_IS_BETTER, TASK_METRICS, ModelSpec, TaskType
+from conveyor.evaluation.metrics import task_of
 
 Mode = Literal["enforce", "dry_run", "require_approval"]
 Action = Literal["register", "reject", "dry_run", "await_approval"]
 MODES: tuple[str, ...] = ("enforce", "dry_run", "require_approval")
 _EPS = 1e-12  # float slack when comparing an improvement with its threshold
-_CLIP = 1e-7  # same clipping as conveyor.evaluation.metrics.binary_metrics
+_CLIP = 1e-7  # same clipping as conveyor.tasks' metrics
 
 
 def _json_float(value: float | None) -> float | str | None:
@@ -155,6 +161,8 @@ class GateDecision(_Frozen):
     passed: bool
     action: Action
     mode: Mode
+    #: The spec's task: which metrics the decision carries (``conveyor.config.TASK_METRICS``).
+    task: TaskType = "binary"
     primary_metric: str
     reasons: list[str]
     checks: list[GateCheck]
@@ -189,7 +197,11 @@ def _floor_check(metric: str, value: float | None, threshold: float) -> GateChec
     lower = metric in LOWER_IS_BETTER
     bound = "ceiling" if lower else "floor"
     if value is None or math.isnan(value):
-        why = "was not computed" if value is None else "is NaN (e.g. only one class in the evaluation set)"
+        why = (
+            "was not computed"
+            if value is None
+            else "is NaN (undefined on the evaluation set, e.g. ROC AUC with one class only)"
+        )
         return GateCheck(
             name=f"floor:{metric}",
             kind="floor",
@@ -483,6 +495,7 @@ def decide(
         passed=passed,
         action=action,
         mode=mode,  # type: ignore[arg-type]
+        task=spec.task,
         primary_metric=primary,
         reasons=[*(c.reason for c in checks), verdict],
         checks=checks,
@@ -575,11 +588,11 @@ def weighted_metric(
 ) -> np.ndarray:
     """``metric`` under each row of ``weights`` (a count per example); the bootstrap's arithmetic.
 
-    With ``weights`` all ones this equals ``binary_metrics(y, probability)[metric]``; with integer
-    weights it equals ``binary_metrics`` on the rows repeated that many times. For tests and reuse.
+    Binary only. With ``weights`` all ones this equals ``binary_metrics(y, probability)[metric]``; with
+    integer weights it equals ``binary_metrics`` on the rows repeated that many times. For tests and
+    reuse.
     """
-    if metric not in METRIC_NAMES:
-        raise ValueError(f"unknown metric {metric!r}; use one of {list(METRIC_NAMES)}")
+    _check_metric("binary", metric)
     y_arr = np.asarray(y).astype(np.int64)
     p = np.clip(np.asarray(probability, dtype=float), _CLIP, 1 - _CLIP)
     w = np.atleast_2d(np.asarray(weights, dtype=float))
@@ -621,6 +634,230 @@ class _PairedDelta:
         )
 
 
+class _Regression:
+    """One regression model's per-row errors; each metric of a resample is a mean or sum of them."""
+
+    def __init__(self, y: np.ndarray, yhat: np.ndarray) -> None:
+        error = yhat - y
+        self.squared = error * error
+        self.absolute = np.abs(error)
+        # sklearn's mean_absolute_percentage_error: |error| / max(|y|, machine epsilon)
+        self.percentage = self.absolute / np.maximum(np.abs(y), np.finfo(np.float64).eps)
+
+    def values(self, metric: str, idx: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """``metric`` on each resample (``total``: the resample's total sum of squares, for R²)."""
+        if metric == "rmse":
+            return np.sqrt(self.squared[idx].mean(axis=1))
+        if metric == "mae":
+            return self.absolute[idx].mean(axis=1)
+        if metric == "mape":
+            return self.percentage[idx].mean(axis=1)
+        residual = self.squared[idx].sum(axis=1)
+        # sklearn's r2_score (force_finite): 1 - SSres/SStot; a constant target gives 1 when the
+        # predictions are exact, else 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(total != 0, 1.0 - residual / total, np.where(residual == 0, 1.0, 0.0))
+        return r2 if idx.shape[1] > 1 else np.full(idx.shape[0], np.nan)
+
+
+def _total_squares(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    drawn = y[idx]
+    drawn -= drawn.mean(axis=1, keepdims=True)
+    return np.einsum("ij,ij->i", drawn, drawn)
+
+
+def _from_class_confusion(metric: str, cm: np.ndarray) -> np.ndarray:
+    """A multiclass label metric from ``(B, k, k)`` confusion counts ``[true, predicted]``.
+
+    As ``sklearn.metrics`` with ``labels=range(k)`` and ``zero_division=0``: every class counts in the
+    macro average, also one absent from the resample.
+    """
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
+    support = cm.sum(axis=2)
+    predicted = cm.sum(axis=1)
+    if metric == "accuracy":
+        return tp.sum(axis=1) / cm.sum(axis=(1, 2))
+    base, average = metric.rsplit("_", 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if base == "precision":
+            per_class = np.where(predicted > 0, tp / predicted, 0.0)
+        elif base == "recall":
+            per_class = np.where(support > 0, tp / support, 0.0)
+        else:
+            per_class = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+    if average == "macro":
+        return per_class.mean(axis=1)
+    return np.einsum("ij,ij->i", per_class, support) / support.sum(axis=1)
+
+
+class _Multiclass:
+    """One multiclass model's per-row codes: confusion cell, log loss, and per class its tie groups."""
+
+    def __init__(self, y: np.ndarray, scores: np.ndarray) -> None:
+        rows, k = scores.shape
+        self.k = k
+        self.cell = y * k + np.argmax(scores, axis=1)
+        clipped = np.clip(scores, _CLIP, 1)  # as conveyor.tasks: clip, renormalise, then sklearn's clip
+        chosen = clipped[np.arange(rows), y] / clipped.sum(axis=1)
+        eps = np.finfo(np.float64).eps
+        self.loss = -np.log(np.clip(chosen, eps, 1 - eps))
+        self.auc_codes: list[tuple[int, np.ndarray]] = []
+        # as conveyor.tasks: rows renormalised to sum to 1 (float32 softmax and TFLite drift a little)
+        normalised = scores / np.clip(scores.sum(axis=1, keepdims=True), _CLIP, None)
+        for c in range(k):
+            _, group = np.unique(normalised[:, c], return_inverse=True)
+            group = group.astype(np.int64).ravel()
+            groups = int(group.max()) + 1 if rows else 1
+            self.auc_codes.append((groups, (y == c).astype(np.int64) * groups + group))
+
+    def ovr_auc(self, idx: np.ndarray) -> np.ndarray:
+        """Macro one-vs-rest ROC AUC of each resample (meaningful where every class is present)."""
+        total = np.zeros(idx.shape[0])
+        for groups, code in self.auc_codes:
+            counts = _row_counts(code[idx], groups * 2)
+            total += _auc_from_counts(counts[:, :groups], counts[:, groups:])
+        return total / self.k
+
+    def values(self, metric: str, idx: np.ndarray) -> np.ndarray:
+        if metric == "log_loss":
+            return self.loss[idx].mean(axis=1)
+        if metric == "roc_auc_ovr":
+            return self.ovr_auc(idx)
+        cm = _row_counts(self.cell[idx], self.k * self.k).reshape(idx.shape[0], self.k, self.k)
+        return _from_class_confusion(metric, cm)
+
+
+class _TaskDelta:
+    """The oriented improvement on ``metric`` of a multiclass or regression challenger, per resample.
+
+    Regression and the count-based multiclass metrics are vectorised over a chunk of resamples. The
+    one-vs-rest ROC AUC of a resample that lacks a class is renormalised over the classes present by
+    ``conveyor.tasks``; those (rare) resamples are scored one by one with ``conveyor.tasks`` itself.
+    """
+
+    def __init__(
+        self, spec: ModelSpec, metric: str, y: np.ndarray, s_new: np.ndarray, s_old: np.ndarray
+    ) -> None:
+        self.spec, self.metric, self.y = spec, metric, y
+        self.new_scores, self.old_scores = s_new, s_old
+        self.sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        self.new: _Multiclass | _Regression
+        self.old: _Multiclass | _Regression
+        if spec.task == "regression":
+            self.new, self.old = _Regression(y, s_new), _Regression(y, s_old)
+        else:
+            self.new, self.old = _Multiclass(y, s_new), _Multiclass(y, s_old)
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        if isinstance(self.new, _Regression) and isinstance(self.old, _Regression):
+            total = _total_squares(self.y, idx) if self.metric == "r2" else np.empty(0)
+            delta = self.new.values(self.metric, idx, total) - self.old.values(self.metric, idx, total)
+            return self.sign * delta
+        assert isinstance(self.new, _Multiclass) and isinstance(self.old, _Multiclass)
+        if self.metric == "log_loss":  # one gather for both models
+            return (self.old.loss - self.new.loss)[idx].mean(axis=1)
+        delta = self.sign * (self.new.values(self.metric, idx) - self.old.values(self.metric, idx))
+        if self.metric == "roc_auc_ovr":
+            present = np.count_nonzero(_row_counts(self.y[idx], self.new.k), axis=1)
+            delta[present < 2] = np.nan
+            partial = np.flatnonzero((present >= 2) & (present < self.new.k))
+            if partial.size:
+                from conveyor import tasks
+
+                score = tasks.metric_function(self.spec, self.metric)
+                for i in partial:
+                    rows = idx[i]
+                    y = self.y[rows]
+                    delta[i] = score(y, self.new_scores[rows]) - score(y, self.old_scores[rows])
+        return delta
+
+
+def _check_metric(task: str, metric: str) -> None:
+    if metric not in TASK_METRICS[task]:
+        raise ValueError(
+            f"unknown metric {metric!r} for a {task} model; use one of {list(TASK_METRICS[task])}"
+        )
+
+
+def _task_arrays(
+    spec: ModelSpec, y: Any, scores: tuple[Any, ...], what: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Encoded labels and each model's scores of a multiclass or regression ``spec``, checked.
+
+    Raises:
+        ValueError: no rows, rows or classes that differ, labels outside the classes, non-finite scores.
+    """
+    if spec.task == "regression":
+        y_arr = np.asarray(y, dtype=np.float64).ravel()
+        arrays = [np.asarray(s, dtype=np.float64).ravel() for s in scores]
+        expected: tuple[int, ...] = y_arr.shape
+    else:
+        k = len(spec.classes)
+        y_arr = np.asarray(y).ravel().astype(np.int64)
+        arrays = [np.asarray(s, dtype=np.float64) for s in scores]
+        expected = (y_arr.size, k)
+        if y_arr.size and (y_arr.min() < 0 or y_arr.max() >= k):
+            raise ValueError(
+                f"multiclass labels must be class indices 0..{k - 1} (conveyor.tasks.encode_target)"
+            )
+    if y_arr.size == 0:
+        raise ValueError(f"{what} needs at least one row")
+    if any(a.shape != expected for a in arrays):
+        shapes = ", ".join(str(a.shape) for a in arrays)
+        raise ValueError(
+            f"labels and both models' scores must have the same rows: labels {y_arr.shape}, scores "
+            f"{shapes} (expected {expected} for a {spec.task} model)"
+        )
+    if not all(np.isfinite(a).all() for a in arrays) or not np.isfinite(y_arr).all():
+        raise ValueError(f"{what} needs finite labels and scores")
+    return y_arr, arrays
+
+
+def _resamples(rows: int, n: int, seed: int | None) -> Iterator[np.ndarray]:
+    """The bootstrap's resamples, ``(size, rows)`` row indices per chunk: the same for every task."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n, 1_000_000 // rows))
+    for start in range(0, n, chunk):
+        yield rng.integers(0, rows, size=(min(chunk, n - start), rows))
+
+
+def resampled_metric(
+    metric: str, y: Any, scores: Any, idx: Any, *, spec: ModelSpec | None = None
+) -> np.ndarray:
+    """``metric`` of one model on each resample (row of row indices ``idx``): the bootstrap's arithmetic.
+
+    Equals ``conveyor.tasks.metric(spec, metric, y[i], scores[i])`` for each row ``i`` of ``idx``. For
+    tests and reuse.
+
+    Args:
+        metric: A metric of the spec's task.
+        y: Encoded labels (``conveyor.tasks.encode_target``).
+        scores: The model's scores (``conveyor.tasks.scores_of``).
+        idx: ``(B, N)`` row indices.
+        spec: The model's spec; ``None``: binary.
+    """
+    spec = task_of(spec)
+    _check_metric(spec.task, metric)
+    rows = np.atleast_2d(np.asarray(idx, dtype=np.int64))
+    if spec.task == "binary":
+        y_arr = np.asarray(y).astype(np.int64).ravel()
+        weights = np.stack([np.bincount(r, minlength=y_arr.size) for r in rows])
+        return weighted_metric(metric, y_arr, scores, weights)
+    y_arr, (s,) = _task_arrays(spec, y, (scores,), "a resampled metric")
+    if spec.task == "regression":
+        model = _Regression(y_arr, s)
+        total = _total_squares(y_arr, rows) if metric == "r2" else np.empty(0)
+        return model.values(metric, rows, total)
+    values = _Multiclass(y_arr, s).values(metric, rows)
+    if metric == "roc_auc_ovr":
+        from conveyor import tasks
+
+        present = np.count_nonzero(_row_counts(y_arr[rows], len(spec.classes)), axis=1)
+        for i in np.flatnonzero(present < len(spec.classes)):
+            values[i] = tasks.metric(spec, metric, y_arr[rows[i]], s[rows[i]])
+    return values
+
+
 def paired_bootstrap(
     y: Any,
     p_challenger: Any,
@@ -631,54 +868,61 @@ def paired_bootstrap(
     *,
     confidence: float = 0.95,
     threshold: float = 0.5,
+    spec: ModelSpec | None = None,
 ) -> PairedTest:
     """Bootstrap the challenger's improvement over the champion on the same rows.
 
     Each resample draws the rows with replacement once and scores *both* models on it (paired), so
-    row difficulty cancels out. Resamples are scored in chunks from cell counts (one ``bincount`` per
-    chunk, no sorting), which bounds memory and keeps 10,000 rows x 1,000 resamples well under a
-    second.
+    row difficulty cancels out. Resamples are drawn in chunks from one ``numpy`` generator seeded
+    with ``seed`` (the same draws for every task) and scored a chunk at a time: binary metrics from
+    cell counts (one ``bincount`` per chunk, no sorting), which keeps 10,000 rows x 1,000 resamples
+    well under a second; regression metrics from per-row errors; multiclass metrics from per-resample
+    confusion counts and per-class tie groups (the one-vs-rest ROC AUC of a resample missing a class
+    is scored by ``conveyor.tasks``).
 
     Args:
-        y: 0/1 labels.
-        p_challenger: Challenger's P(label == 1) per row.
-        p_champion: Champion's P(label == 1) on the same rows, same order.
-        metric: One of ``conveyor.evaluation.metrics.METRIC_NAMES``.
+        y: Encoded labels (binary 0/1, multiclass class indices, regression values).
+        p_challenger: Challenger's scores per row (``conveyor.tasks.scores_of``: binary P(label == 1),
+            multiclass ``(n, k)`` probabilities, regression predictions).
+        p_champion: Champion's scores on the same rows, same order.
+        metric: One of the task's metrics (``spec.metric_names``).
         n: Number of resamples.
         seed: Seed of the resampling (``None``: fresh entropy).
         confidence: Level of the percentile confidence interval.
-        threshold: Decision threshold for the threshold metrics.
+        threshold: Decision threshold for the binary threshold metrics.
+        spec: The model's spec (its task and classes); ``None``: binary.
 
     Returns:
         The test; ``delta`` and its interval are oriented so that positive means "challenger better".
+        Resamples where the metric is undefined (one class) are left out of the interval.
 
     Raises:
         ValueError: unknown metric, shapes differ, or no rows.
     """
-    if metric not in METRIC_NAMES:
-        raise ValueError(f"unknown metric {metric!r}; use one of {list(METRIC_NAMES)}")
-    y_arr = np.asarray(y).astype(np.int64).ravel()
-    p_new = np.clip(np.asarray(p_challenger, dtype=float).ravel(), _CLIP, 1 - _CLIP)
-    p_old = np.clip(np.asarray(p_champion, dtype=float).ravel(), _CLIP, 1 - _CLIP)
-    rows = y_arr.size
-    if rows == 0:
-        raise ValueError("paired bootstrap needs at least one row")
-    if not (p_new.shape == p_old.shape == y_arr.shape):
-        raise ValueError(
-            f"labels and both models' probabilities must have the same rows: "
-            f"{y_arr.shape}, {p_new.shape}, {p_old.shape}"
-        )
+    spec = task_of(spec)
+    _check_metric(spec.task, metric)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    paired_delta = _PairedDelta(metric, y_arr, p_new, p_old, threshold)
+    paired_delta: _PairedDelta | _TaskDelta
+    if spec.task == "binary":
+        y_arr = np.asarray(y).astype(np.int64).ravel()
+        p_new = np.clip(np.asarray(p_challenger, dtype=float).ravel(), _CLIP, 1 - _CLIP)
+        p_old = np.clip(np.asarray(p_champion, dtype=float).ravel(), _CLIP, 1 - _CLIP)
+        if y_arr.size == 0:
+            raise ValueError("paired bootstrap needs at least one row")
+        if not (p_new.shape == p_old.shape == y_arr.shape):
+            raise ValueError(
+                f"labels and both models' probabilities must have the same rows: "
+                f"{y_arr.shape}, {p_new.shape}, {p_old.shape}"
+            )
+        paired_delta = _PairedDelta(metric, y_arr, p_new, p_old, threshold)
+    else:
+        y_arr, (s_new, s_old) = _task_arrays(spec, y, (p_challenger, p_champion), "paired bootstrap")
+        paired_delta = _TaskDelta(spec, metric, y_arr, s_new, s_old)
+    rows = y_arr.size
     observed = float(paired_delta(np.arange(rows)[None, :])[0])
 
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(n, 1_000_000 // rows))
-    deltas = np.empty(n)
-    for start in range(0, n, chunk):
-        size = min(chunk, n - start)
-        deltas[start : start + size] = paired_delta(rng.integers(0, rows, size=(size, rows)))
+    deltas = np.concatenate([paired_delta(idx) for idx in _resamples(rows, n, seed)])
     valid = deltas[~np.isnan(deltas)]
     if valid.size == 0:
         nan = float("nan")
@@ -709,38 +953,15 @@ def paired_bootstrap(
     )
 
 
-def mcnemar_test(
-    y: Any,
-    p_challenger: Any,
-    p_champion: Any,
-    *,
-    confidence: float = 0.95,
-    threshold: float = 0.5,
-) -> PairedTest:
-    """McNemar's test of the challenger's accuracy gain over the champion on the same rows.
-
-    Only the discordant pairs carry information: ``b`` rows the challenger gets right and the
-    champion wrong, ``c`` the reverse. The gain is ``(b - c) / n``; its interval is Bonett and
-    Price's adjusted Wald interval for a paired difference of proportions (add one to each
-    discordant count, two to ``n``), which behaves where the plain Wald interval does not (few
-    discordant pairs); the one-sided p-value of "the challenger is not better" is the exact binomial
-    test of ``b`` in ``b + c`` (scipy).
-
-    Args:
-        y: 0/1 labels.
-        p_challenger: Challenger's P(label == 1) per row.
-        p_champion: Champion's, same rows and order.
-        confidence: Level of the interval.
-        threshold: Decision threshold.
-
-    Returns:
-        The test (``method="mcnemar"``, ``metric="accuracy"``).
-
-    Raises:
-        ValueError: shapes differ, or no rows.
-    """
-    from scipy import stats
-
+def _correct(
+    spec: ModelSpec, y: Any, p_challenger: Any, p_champion: Any, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each model gets each row right (binary: ``p >= threshold``; multiclass: the argmax)."""
+    if spec.task == "regression":
+        raise ValueError("McNemar's test compares accuracy, which a regression model does not have")
+    if spec.task == "multiclass":
+        y_arr, (s_new, s_old) = _task_arrays(spec, y, (p_challenger, p_champion), "McNemar's test")
+        return np.argmax(s_new, axis=1) == y_arr, np.argmax(s_old, axis=1) == y_arr
     y_arr = np.asarray(y).astype(np.int64).ravel()
     new = np.asarray(p_challenger, dtype=float).ravel() >= threshold
     old = np.asarray(p_champion, dtype=float).ravel() >= threshold
@@ -751,11 +972,49 @@ def mcnemar_test(
             f"labels and both models' probabilities must have the same rows: {y_arr.shape}, {new.shape}, "
             f"{old.shape}"
         )
-    right_new = new == y_arr.astype(bool)
-    right_old = old == y_arr.astype(bool)
+    truth = y_arr.astype(bool)
+    return new == truth, old == truth
+
+
+def mcnemar_test(
+    y: Any,
+    p_challenger: Any,
+    p_champion: Any,
+    *,
+    confidence: float = 0.95,
+    threshold: float = 0.5,
+    spec: ModelSpec | None = None,
+) -> PairedTest:
+    """McNemar's test of the challenger's accuracy gain over the champion on the same rows.
+
+    Each row is right or wrong for each model (binary: ``probability >= threshold`` against the
+    label; multiclass: the most probable class against the label). Only the discordant pairs carry
+    information: ``b`` rows the challenger gets right and the champion wrong, ``c`` the reverse. The
+    gain is ``(b - c) / n``; its interval is Bonett and Price's adjusted Wald interval for a paired
+    difference of proportions (add one to each discordant count, two to ``n``), which behaves where
+    the plain Wald interval does not (few discordant pairs); the one-sided p-value of "the
+    challenger is not better" is the exact binomial test of ``b`` in ``b + c`` (scipy).
+
+    Args:
+        y: Encoded labels (binary 0/1, multiclass class indices).
+        p_challenger: Challenger's scores per row (binary P(label == 1), multiclass ``(n, k)``).
+        p_champion: Champion's, same rows and order.
+        confidence: Level of the interval.
+        threshold: Binary decision threshold.
+        spec: The model's spec; ``None``: binary.
+
+    Returns:
+        The test (``method="mcnemar"``, ``metric="accuracy"``).
+
+    Raises:
+        ValueError: shapes differ, no rows, or a regression spec (no accuracy).
+    """
+    from scipy import stats
+
+    right_new, right_old = _correct(task_of(spec), y, p_challenger, p_champion, threshold)
     b = int(np.count_nonzero(right_new & ~right_old))
     c = int(np.count_nonzero(~right_new & right_old))
-    n = y_arr.size
+    n = right_new.size
     p12, p21 = (b + 1) / (n + 2), (c + 1) / (n + 2)
     adjusted = p12 - p21
     se = math.sqrt(max(p12 + p21 - adjusted**2, 0.0) / (n + 2))
@@ -785,12 +1044,24 @@ def paired_test(
     seed: int | None = 0,
     confidence: float = 0.95,
     threshold: float = 0.5,
+    spec: ModelSpec | None = None,
 ) -> PairedTest:
-    """The gate's paired test on ``metric``: McNemar's for accuracy, the paired bootstrap otherwise."""
+    """The gate's paired test on ``metric``: McNemar's for accuracy (binary and multiclass), the paired
+    bootstrap for every other metric (``spec``: the model's task and classes; ``None``: binary)."""
     if metric == "accuracy":
-        return mcnemar_test(y, p_challenger, p_champion, confidence=confidence, threshold=threshold)
+        return mcnemar_test(
+            y, p_challenger, p_champion, confidence=confidence, threshold=threshold, spec=spec
+        )
     return paired_bootstrap(
-        y, p_challenger, p_champion, metric, n=n, seed=seed, confidence=confidence, threshold=threshold
+        y,
+        p_challenger,
+        p_champion,
+        metric,
+        n=n,
+        seed=seed,
+        confidence=confidence,
+        threshold=threshold,
+        spec=spec,
     )
 
 
@@ -803,13 +1074,16 @@ def slice_results(
 ) -> list[SliceResult]:
     """Metrics of both models on each slice that ``spec.gate.slices`` names (pure; any model type).
 
+    ``y`` are the encoded labels and ``p_*`` the models' scores (``conveyor.tasks.encode_target`` and
+    ``scores_of``); each slice is scored with ``conveyor.tasks.metrics`` (every metric of the task; a
+    metric undefined on a slice, such as ROC AUC of a one-class slice, is NaN and not judged).
     Categorical columns give one slice per value seen; numeric columns one per bucket of ``bins``
     (left-closed, the last one closed on both sides). Rows without a value, or outside the edges,
     belong to no slice. Slices come in column order, then category or bucket order.
     """
     import pandas as pd
 
-    from conveyor.evaluation.metrics import binary_metrics
+    from conveyor import tasks
 
     sliced = spec.gate.slices
     y_arr = np.asarray(y)
@@ -848,8 +1122,8 @@ def slice_results(
                     label=label,
                     rows=rows,
                     judged=rows >= sliced.min_rows,
-                    challenger=binary_metrics(y_arr[mask], new[mask]),
-                    champion=None if old is None else binary_metrics(y_arr[mask], old[mask]),
+                    challenger=tasks.metrics(spec, y_arr[mask], new[mask]),
+                    champion=None if old is None else tasks.metrics(spec, y_arr[mask], old[mask]),
                 )
             )
     return out

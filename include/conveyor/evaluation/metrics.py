@@ -1,36 +1,57 @@
-"""Binary-classification metrics shared by training, the gate and live monitoring."""
+"""Metrics shared by training, the gate and live monitoring: a thin layer over :mod:`conveyor.tasks`.
+
+There is one implementation of every metric, ``conveyor.tasks.metric_function`` (``sklearn.metrics``);
+this module keeps the binary helpers its callers use and the spec stand-ins the gate's array-level
+functions need when they are called without a spec.
+
+- :data:`LOWER_IS_BETTER` is ``conveyor.config.LOWER_IS_BETTER`` (error metrics of every task).
+- :data:`METRIC_NAMES` is the *binary* metric set, kept for old callers; task-aware code uses
+  ``spec.metric_names`` or ``conveyor.config.TASK_METRICS[task]``.
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-METRIC_NAMES = ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss")
-# Lower is better only for log loss; the gate uses this to orient "improvement".
-LOWER_IS_BETTER = frozenset({"log_loss"})
+from conveyor.config import LOWER_IS_BETTER, TASK_METRICS, DataSpec, ModelSpec
+
+__all__ = ["LOWER_IS_BETTER", "METRIC_NAMES", "TASK_METRICS", "binary_metrics", "binary_spec", "task_of"]
+
+#: The binary metrics (``TASK_METRICS["binary"]``); use ``spec.metric_names`` for any task.
+METRIC_NAMES: tuple[str, ...] = TASK_METRICS["binary"]
 
 
-def binary_metrics(y_true: Any, probability: Any, threshold: float = 0.5) -> dict[str, float]:
-    """Score positive-class probabilities against 0/1 labels.
+@lru_cache(maxsize=1)
+def binary_spec() -> ModelSpec:
+    """A stand-in binary spec (labels 0/1, positive 1) for scoring arrays when no spec is at hand.
 
-    ROC AUC is NaN when only one class is present (e.g. a tiny live window), never an exception.
+    Only ``task`` and the label set are set: enough for ``conveyor.tasks``' metric functions, which
+    read nothing else; never hand it to a stage.
     """
-    from sklearn import metrics as skm
+    return ModelSpec.model_construct(name="binary", task="binary", data=DataSpec.model_construct())
 
-    y = np.asarray(y_true).astype(int)
-    p = np.clip(np.asarray(probability, dtype=float), 1e-7, 1 - 1e-7)
+
+def task_of(spec: ModelSpec | None) -> ModelSpec:
+    """``spec``, or the binary stand-in when it is ``None`` (the gate's binary default)."""
+    return binary_spec() if spec is None else spec
+
+
+def binary_metrics(y_true: Any, probability: Any) -> dict[str, float]:
+    """Every binary metric of P(label == 1) against 0/1 labels (``conveyor.tasks.metrics``).
+
+    Predictions are ``probability >= 0.5`` (the output contract's ``prediction``). ROC AUC is NaN when
+    only one class is present (e.g. a tiny live window), never an exception.
+
+    Raises:
+        ValueError: no rows, or labels and probabilities of different shapes.
+    """
+    from conveyor import tasks
+
+    y = np.asarray(y_true).astype(np.int64)
+    p = np.asarray(probability, dtype=float)
     if y.shape != p.shape:
         raise ValueError(f"labels and probabilities differ in shape: {y.shape} vs {p.shape}")
-    if y.size == 0:
-        raise ValueError("cannot score an empty set of predictions")
-    pred = (p >= threshold).astype(int)
-    both_classes = len(np.unique(y)) == 2
-    return {
-        "roc_auc": float(skm.roc_auc_score(y, p)) if both_classes else float("nan"),
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "precision": float(skm.precision_score(y, pred, zero_division=0)),
-        "recall": float(skm.recall_score(y, pred, zero_division=0)),
-        "f1": float(skm.f1_score(y, pred, zero_division=0)),
-        "log_loss": float(skm.log_loss(y, p, labels=[0, 1])),
-    }
+    return tasks.metrics(binary_spec(), y, p)

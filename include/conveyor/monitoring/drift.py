@@ -5,6 +5,13 @@ small samples, Wasserstein / Jensen-Shannon distances on large ones); ``spec.mon
 is applied to whichever it picks, as the spec documents. A feature drifts when Evidently's own
 per-column test fails; the dataset drifts when the share of drifted features reaches
 ``spec.monitor.drift_share_alert``.
+
+:func:`output_drift` runs the same test on the model's output: the served ``prediction`` (binary and
+multiclass: the predicted class, a categorical test; regression: the predicted value, a numeric
+test) against the training target in the same reference (``reference.parquet`` carries it). It
+compares what the model says with what the training data said, so it reads the predicted class mix
+(or the predicted value distribution) moving away from the training labels; it is reported, not
+part of the dataset verdict.
 """
 
 from __future__ import annotations
@@ -92,9 +99,6 @@ def feature_drift(
     Raises:
         DriftError: a frame lacks feature columns or has no rows.
     """
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
     numeric = [f.name for f in spec.numeric_features]
     categorical = [f.name for f in spec.categorical_features]
     features = numeric + categorical
@@ -110,33 +114,19 @@ def feature_drift(
     # A column with no values on one side cannot be tested; say so instead of crashing Evidently.
     empty = [c for c in features if reference[c].notna().sum() == 0 or current[c].notna().sum() == 0]
     tested = [c for c in features if c not in empty]
-    threshold = spec.monitor.drift_threshold
 
     results: dict[str, FeatureDrift] = {}
     html: str | None = None
     if tested:
-        definition = DataDefinition(
-            numerical_columns=[c for c in numeric if c in tested],
-            categorical_columns=[c for c in categorical if c in tested],
+        results, html = _evidently(
+            spec,
+            reference,
+            current,
+            [c for c in numeric if c in tested],
+            [c for c in categorical if c in tested],
+            method=method,
+            want_html=html_path is not None,
         )
-        report = Report(
-            [
-                DataDriftPreset(
-                    columns=tested,
-                    drift_share=spec.monitor.drift_share_alert,
-                    threshold=threshold,
-                    method=method,
-                )
-            ],
-            include_tests=True,
-        )
-        snapshot = report.run(
-            Dataset.from_pandas(current[tested], data_definition=definition),
-            Dataset.from_pandas(reference[tested], data_definition=definition),
-        )
-        results = _parse(snapshot.dict(), set(numeric))
-        if html_path is not None:
-            html = snapshot.get_html_str(as_iframe=False)
     for column in empty:
         results[column] = FeatureDrift(
             name=column,
@@ -163,6 +153,107 @@ def feature_drift(
         dataset_drift=share >= spec.monitor.drift_share_alert,
         html_uri=html_uri,
     )
+
+
+#: The column name :func:`output_drift` reports its test under.
+OUTPUT_COLUMN = "prediction"
+
+
+def output_drift(
+    spec: ModelSpec, reference_df: pd.DataFrame, predictions: pd.DataFrame, *, method: str | None = None
+) -> FeatureDrift | None:
+    """Drift of the served predictions from the training target (see the module docstring).
+
+    Both sides are put in the same space first: classification targets and predicted labels as the
+    class (binary 0/1, multiclass the label), compared as categories; regression targets and
+    predicted values as floats. ``spec.monitor.drift_threshold`` applies as for features.
+
+    Args:
+        spec: the model spec.
+        reference_df: the training reference; it must hold ``spec.data.target``.
+        predictions: prediction-log rows (``read_prediction_log``) with their ``prediction`` column.
+
+    Returns:
+        The test as a :class:`FeatureDrift` named ``prediction``; ``None`` when the reference has no
+        target column or either side has no usable value.
+    """
+    import pandas as pd
+
+    from conveyor import tasks
+
+    target = spec.data.target
+    if target not in reference_df.columns or OUTPUT_COLUMN not in predictions.columns:
+        return None
+    truth = reference_df[target].dropna()
+    served = predictions[OUTPUT_COLUMN].dropna()
+    if len(truth) == 0 or len(served) == 0:
+        return None
+    try:
+        if spec.task == "regression":
+            ref = pd.Series(tasks.encode_target(spec, truth), dtype="float64")
+            cur = pd.to_numeric(served, errors="coerce").dropna().astype("float64")
+        else:  # the same codes for both: binary 0/1, multiclass the class index, then as text
+            ref = pd.Series(tasks.encode_target(spec, truth)).map(str)
+            cur = pd.Series(tasks.encode_target(spec, served)).map(str)
+    except tasks.TargetError as exc:
+        log.warning("%s: output drift not measured: %s", spec.name, exc)
+        return None
+    if len(cur) == 0:
+        return None
+    numeric, categorical = ([OUTPUT_COLUMN], []) if spec.task == "regression" else ([], [OUTPUT_COLUMN])
+    results, _ = _evidently(
+        spec,
+        pd.DataFrame({OUTPUT_COLUMN: ref.reset_index(drop=True)}),
+        pd.DataFrame({OUTPUT_COLUMN: cur.reset_index(drop=True)}),
+        numeric,
+        categorical,
+        method=method,
+        want_html=False,
+    )
+    found = results.get(OUTPUT_COLUMN)
+    if found is None:
+        return None
+    what = (
+        "predicted value vs training target"
+        if spec.task == "regression"
+        else "predicted class vs training label"
+    )
+    return found.model_copy(update={"note": what})
+
+
+def _evidently(
+    spec: ModelSpec,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    *,
+    method: str | None,
+    want_html: bool,
+) -> tuple[dict[str, FeatureDrift], str | None]:
+    """Evidently's per-column drift tests of ``numeric`` and ``categorical`` columns (and its HTML)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    tested = [*numeric, *categorical]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    report = Report(
+        [
+            DataDriftPreset(
+                columns=tested,
+                drift_share=spec.monitor.drift_share_alert,
+                threshold=spec.monitor.drift_threshold,
+                method=method,
+            )
+        ],
+        include_tests=True,
+    )
+    snapshot = report.run(
+        Dataset.from_pandas(current[tested], data_definition=definition),
+        Dataset.from_pandas(reference[tested], data_definition=definition),
+    )
+    html = snapshot.get_html_str(as_iframe=False) if want_html else None
+    return _parse(snapshot.dict(), set(numeric)), html
 
 
 def _typed(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:

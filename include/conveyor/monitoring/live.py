@@ -3,8 +3,9 @@
 The server writes ``predictions/<model>/date=YYYY-MM-DD/<writer>.jsonl`` (see
 ``conveyor.serving.predlog``); labels arrive with later landing batches
 (``landing/<model>/date=.../*.parquet`` carry the target per id). Joining the two on the spec's id
-column gives live accuracy, precision, recall, F1 and ROC AUC; the log alone gives latency and
-error counts per served version.
+column gives the live quality with the task's metrics (``conveyor.tasks.metrics``: binary ROC AUC,
+accuracy, precision, recall, F1, log loss; multiclass accuracy, macro/weighted F1, ...; regression
+RMSE, MAE, R², MAPE); the log alone gives latency and error counts per served version.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from conveyor import tasks
 from conveyor.data.storage import filesystem, join_uri, list_uris, read_parquet
 from conveyor.settings import get_settings
 
@@ -60,8 +62,12 @@ def read_prediction_log(
         events: which events to keep: ``"prediction"`` and/or ``"error"``.
 
     Returns:
-        One row per event with :data:`LOG_COLUMNS` plus one column per feature; ``ts`` is UTC.
-        Empty (with those columns) when nothing was logged in the window.
+        One row per event with :data:`LOG_COLUMNS`, the task's output columns and one column per
+        feature; ``ts`` is UTC. ``prediction`` is the logged value (binary 0/1, multiclass label,
+        regression float; ``probability`` is binary only); a multiclass line's ``probabilities``
+        object becomes the contract's ``probability_<label>`` columns, so
+        ``conveyor.tasks.scores_of`` reads the frame like a model's output. Empty (with those
+        columns) when nothing was logged in the window.
     """
     import pandas as pd
 
@@ -69,6 +75,10 @@ def read_prediction_log(
     root = data_root or get_settings().data_root
     rows: list[dict[str, Any]] = []
     bad_lines = 0
+    # Multiclass lines log {"<label>": p}; the frame gets the contract's probability_<label> columns.
+    probability_columns = (
+        {str(c): tasks.probability_column(c) for c in spec.classes} if spec.task == "multiclass" else {}
+    )
     for day in _days(start.date(), end.date()):
         pattern = join_uri(root, "predictions", spec.name, f"date={day.isoformat()}", "*.jsonl")
         for uri in list_uris(pattern):
@@ -86,15 +96,26 @@ def read_prediction_log(
                         continue
                     features = event.pop("features", None) or {}
                     row = {k: event.get(k) for k in LOG_COLUMNS}
+                    if probability_columns:
+                        given = event.get("probabilities") or {}
+                        row.update({column: given.get(key) for key, column in probability_columns.items()})
                     row.update({f: features.get(f) for f in spec.feature_names})
                     rows.append(row)
     if bad_lines:
         log.warning("%s: skipped %d unreadable prediction-log line(s)", spec.name, bad_lines)
-    columns = [*LOG_COLUMNS, *spec.feature_names]
+    columns = [*LOG_COLUMNS, *probability_columns.values(), *spec.feature_names]
     frame = pd.DataFrame(rows, columns=columns)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
     frame = frame[(frame["ts"] >= pd.Timestamp(start)) & (frame["ts"] < pd.Timestamp(end))]
-    for column in ("probability", "latency_ms", *[f.name for f in spec.numeric_features]):
+    numeric = [
+        "probability",
+        *probability_columns.values(),
+        "latency_ms",
+        *(f.name for f in spec.numeric_features),
+    ]
+    if spec.task == "regression":
+        numeric.append("prediction")
+    for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["version"] = frame["version"].astype("object")
     return frame.sort_values("ts", kind="stable").reset_index(drop=True)
@@ -106,7 +127,8 @@ def load_labels(
     """Labels (id, target) from landing partitions dated ``since`` onwards (labels arrive late).
 
     Returns:
-        Columns ``[spec.data.id_column, "label"]``, one row per id (the latest landed label wins).
+        Columns ``[spec.data.id_column, "label"]``, one row per id (the latest landed label wins);
+        ``label`` holds the target as landed (:func:`join_labels` encodes it per the task).
     """
     import pandas as pd
 
@@ -123,9 +145,8 @@ def load_labels(
         if id_col in batch.columns and target in batch.columns:
             frames.append(batch[[id_col, target]].dropna(subset=[target]))
     if not frames:
-        return pd.DataFrame({id_col: pd.Series(dtype="object"), LABEL_COLUMN: pd.Series(dtype="int64")})
+        return pd.DataFrame({id_col: pd.Series(dtype="object"), LABEL_COLUMN: pd.Series(dtype="object")})
     labels = pd.concat(frames, ignore_index=True).rename(columns={target: LABEL_COLUMN})
-    labels[LABEL_COLUMN] = labels[LABEL_COLUMN].astype("int64")
     return labels.drop_duplicates(subset=[id_col], keep="last").reset_index(drop=True)
 
 
@@ -140,8 +161,11 @@ def join_labels(spec: ModelSpec, predictions: pd.DataFrame, labelled_df: pd.Data
             (a landing batch works as is).
 
     Returns:
-        The matching prediction rows plus an int ``label`` column. Ids compare as strings, so an id
-        sent as ``7`` matches a landed ``"7"``.
+        The matching prediction rows plus a ``label`` column: the target encoded per the task
+        (``conveyor.tasks.encode_target``: binary 0/1, multiclass the class index, regression the
+        float value). Ids compare as strings, so an id sent as ``7`` matches a landed ``"7"``. A
+        landed label the spec does not allow (outside ``data.classes``, non-numeric) is dropped
+        with a warning rather than failing the whole window.
     """
     id_col = spec.data.id_column
     labels = labelled_df
@@ -152,6 +176,8 @@ def join_labels(spec: ModelSpec, predictions: pd.DataFrame, labelled_df: pd.Data
     if id_col not in labels.columns:
         raise ValueError(f"{spec.name}: labelled frame lacks the id column {id_col!r}")
     labels = labels[[id_col, LABEL_COLUMN]].dropna().copy()
+    labels[LABEL_COLUMN], valid = _encoded(spec, labels[LABEL_COLUMN])
+    labels = labels[valid]
     labels["_key"] = labels[id_col].map(_key)
     labels = labels.drop_duplicates(subset=["_key"], keep="last")
 
@@ -160,8 +186,36 @@ def join_labels(spec: ModelSpec, predictions: pd.DataFrame, labelled_df: pd.Data
         preds = preds[preds["event"].fillna("prediction") == "prediction"]
     preds["_key"] = preds["id"].map(_key)
     joined = preds.merge(labels[["_key", LABEL_COLUMN]], on="_key", how="inner")
-    joined[LABEL_COLUMN] = joined[LABEL_COLUMN].astype("int64")
+    joined[LABEL_COLUMN] = joined[LABEL_COLUMN].astype("float64" if spec.task == "regression" else "int64")
     return joined.drop(columns=["_key"]).reset_index(drop=True)
+
+
+def _encoded(spec: ModelSpec, values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """``values`` encoded per the task, and which of them could be (the rest are logged and dropped)."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        encoded = tasks.encode_target(spec, values)
+        return pd.Series(encoded, index=values.index), pd.Series(True, index=values.index)
+    except tasks.TargetError:
+        pass
+    codes: list[Any] = []
+    for value in values.tolist():  # the slow path, only for a window holding bad labels
+        try:
+            codes.append(tasks.encode_target(spec, [value])[0])
+        except tasks.TargetError:
+            codes.append(np.nan)
+    encoded_series = pd.Series(codes, index=values.index, dtype="float64")
+    valid = encoded_series.notna()
+    log.warning(
+        "%s: dropped %d landed label(s) the %s spec does not allow, e.g. %s",
+        spec.name,
+        int((~valid).sum()),
+        spec.task,
+        sorted(map(str, values[~valid].unique()))[:5],
+    )
+    return encoded_series, valid
 
 
 def live_quality(
@@ -176,8 +230,8 @@ def live_quality(
 
     Returns:
         ``{"n_predictions", "n_requests", "n_errors", "n_labelled", "metrics", "per_version"}`` where
-        ``metrics`` is :func:`conveyor.evaluation.metrics.binary_metrics` on the labelled
-        predictions (``None`` when none are labelled) and ``per_version`` holds, per served version,
+        ``metrics`` is :func:`conveyor.tasks.metrics` (the task's metric set, NaN as ``None``) on the
+        labelled predictions (``None`` when none are labelled) and ``per_version`` holds, per served version,
         n_predictions, n_requests, p50/p95 request latency, client (4xx) and server (5xx) error
         counts, the server error rate and, when labelled, that version's metrics.
     """
@@ -195,12 +249,12 @@ def live_quality(
         if joined is not None:
             v_joined = joined[joined["version"].astype(str) == version]
             entry["n_labelled"] = len(v_joined)
-            entry["metrics"] = _metrics(v_joined)
+            entry["metrics"] = _metrics(spec, v_joined)
         per_version[version] = entry
 
     out: dict[str, Any] = _traffic(predictions, errors)
     out["n_labelled"] = len(joined) if joined is not None else 0
-    out["metrics"] = _metrics(joined) if joined is not None else None
+    out["metrics"] = _metrics(spec, joined) if joined is not None else None
     out["per_version"] = per_version
     return out
 
@@ -227,12 +281,18 @@ def _traffic(predictions: pd.DataFrame, errors: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _metrics(joined: pd.DataFrame) -> dict[str, float | None] | None:
-    from conveyor.evaluation.metrics import binary_metrics
+def _metrics(spec: ModelSpec, joined: pd.DataFrame | None) -> dict[str, float | None] | None:
+    """The task's metrics of labelled predictions; rows whose logged output is unreadable are skipped."""
+    import numpy as np
 
     if joined is None or len(joined) == 0:
         return None
-    scored = binary_metrics(joined[LABEL_COLUMN].to_numpy(), joined["probability"].to_numpy(dtype=float))
+    scores = tasks.scores_of(spec, joined)
+    finite = np.isfinite(scores) if scores.ndim == 1 else np.isfinite(scores).all(axis=1)
+    if not finite.any():
+        return None
+    y = joined[LABEL_COLUMN].to_numpy()[finite]
+    scored = tasks.metrics(spec, y, scores[finite])
     return {k: (None if math.isnan(v) else v) for k, v in scored.items()}
 
 

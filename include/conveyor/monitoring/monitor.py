@@ -5,6 +5,12 @@
 reference of the version that serves (``artifacts/reference.parquet``), joins labels that have
 landed since, and turns the result into sentences a person can act on plus a single
 ``retrain_recommended`` flag. The DAG owns hysteresis (N-of-M) and rollback decisions.
+
+Live quality is judged per task: classification accuracy against ``monitor.min_live_accuracy``
+(a floor), regression RMSE against ``monitor.max_live_rmse`` (a ceiling), each once at least
+``min_labelled`` predictions are labelled; the task's other metrics are reported and logged. The
+drift of the model's output (:func:`conveyor.monitoring.drift.output_drift`) is reported and
+logged (``drift_score.prediction``) but raises no alert on its own.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from conveyor.data.storage import write_text
-from conveyor.monitoring.drift import DriftReport, feature_drift
+from conveyor.monitoring.drift import DriftReport, FeatureDrift, feature_drift, output_drift
 from conveyor.monitoring.live import live_quality, load_labels, read_prediction_log
 
 if TYPE_CHECKING:
@@ -52,6 +58,9 @@ class MonitorReport(BaseModel):
     n_predictions: int
     n_labelled: int
     drift: DriftReport | None
+    #: The served predictions against the training target (binary/multiclass: predicted class,
+    #: regression: predicted value); informational.
+    output_drift: FeatureDrift | None = None
     live: dict[str, Any]
     alerts: tuple[str, ...]
     retrain_recommended: bool
@@ -127,6 +136,7 @@ def _run_monitor(
 
     reference_version = served_version or _champion_version(client, spec)
     drift: DriftReport | None = None
+    prediction_drift: FeatureDrift | None = None
     if predictions.empty:
         notes.append(f"no predictions between {start:%Y-%m-%d %H:%M} and {now:%Y-%m-%d %H:%M} UTC")
     elif reference_version is None:
@@ -140,6 +150,7 @@ def _run_monitor(
             )
         else:
             drift = feature_drift(spec, reference, predictions, html_path=html_path)
+            prediction_drift = output_drift(spec, reference, predictions)
             if html_uri is not None:
                 kept = write_text(html_path.read_text(encoding="utf-8"), _as_uri(html_uri))
                 drift = drift.model_copy(update={"html_uri": kept})
@@ -152,20 +163,11 @@ def _run_monitor(
 
     labels = load_labels(spec, start, data_root=data_root)
     live = live_quality(spec, events, labels)
-    accuracy = (live.get("metrics") or {}).get("accuracy")
-    floor = spec.monitor.min_live_accuracy
-    quality_low = (
-        floor is not None and accuracy is not None and live["n_labelled"] >= min_labelled and accuracy < floor
-    )
-    if quality_low:
-        alerts.append(
-            f"Live accuracy {accuracy:.3f} on {live['n_labelled']} labelled predictions is below "
-            f"the floor {floor:.3f}."
-        )
-    elif floor is not None and 0 < live["n_labelled"] < min_labelled:
-        notes.append(
-            f"only {live['n_labelled']} labelled predictions (< {min_labelled}): accuracy not judged"
-        )
+    quality_low, quality_alert, quality_note = _judge_quality(spec, live, min_labelled)
+    if quality_alert:
+        alerts.append(quality_alert)
+    if quality_note:
+        notes.append(quality_note)
     for v, stats in live["per_version"].items():
         if stats["n_requests"] and stats["server_error_rate"] > max_server_error_rate:
             alerts.append(
@@ -176,8 +178,14 @@ def _run_monitor(
     retrain = bool((drift is not None and drift.dataset_drift) or quality_low)
     if drift is not None:
         notes.insert(0, drift.summary())
+    if prediction_drift is not None:
+        verdict = "drifted" if prediction_drift.drifted else "stable"
+        notes.insert(1 if drift is not None else 0, f"output {verdict} ({prediction_drift.note})")
     if live["metrics"] is not None:
-        notes.append(f"live accuracy {live['metrics']['accuracy']:.3f} on {live['n_labelled']} labelled")
+        name = _quality_metric(spec)
+        value = live["metrics"].get(name)
+        shown = f"{value:.3f}" if value is not None else "undefined"
+        notes.append(f"live {name} {shown} on {live['n_labelled']} labelled")
     report = MonitorReport(
         model=spec.name,
         registered_model_name=spec.registered_model_name,
@@ -188,6 +196,7 @@ def _run_monitor(
         n_predictions=len(predictions),
         n_labelled=int(live["n_labelled"]),
         drift=drift,
+        output_drift=prediction_drift,
         live=live,
         alerts=tuple(alerts),
         retrain_recommended=retrain,
@@ -197,6 +206,44 @@ def _run_monitor(
         run_id = _log_to_mlflow(client, spec, report, html_path if html_path.exists() else None)
         report = report.model_copy(update={"mlflow_run_id": run_id})
     return report
+
+
+def _quality_metric(spec: ModelSpec) -> str:
+    """The live metric a threshold applies to: ``rmse`` for regression, ``accuracy`` otherwise."""
+    return "rmse" if spec.task == "regression" else "accuracy"
+
+
+def _judge_quality(
+    spec: ModelSpec, live: dict[str, Any], min_labelled: int
+) -> tuple[bool, str | None, str | None]:
+    """(quality too low, the alert sentence, a note) from the live metrics and the spec's threshold.
+
+    Classification: accuracy below ``monitor.min_live_accuracy``; regression: RMSE above
+    ``monitor.max_live_rmse`` (in the target's units). Judged only on ``min_labelled`` labels or more.
+    """
+    name = _quality_metric(spec)
+    value = (live.get("metrics") or {}).get(name)
+    n = int(live["n_labelled"])
+    limit = spec.monitor.max_live_rmse if spec.task == "regression" else spec.monitor.min_live_accuracy
+    if limit is None:
+        return False, None, None
+    if 0 < n < min_labelled:
+        return False, None, f"only {n} labelled predictions (< {min_labelled}): {name} not judged"
+    if value is None or n < min_labelled:
+        return False, None, None
+    if spec.task == "regression" and value > limit:
+        return (
+            True,
+            f"Live RMSE {value:.4g} on {n} labelled predictions is above the ceiling {limit:.4g}.",
+            None,
+        )
+    if spec.task != "regression" and value < limit:
+        return (
+            True,
+            f"Live accuracy {value:.3f} on {n} labelled predictions is below the floor {limit:.3f}.",
+            None,
+        )
+    return False, None, None
 
 
 def monitoring_experiment(spec: ModelSpec) -> str:
@@ -277,6 +324,9 @@ def _log_to_mlflow(client: Any, spec: ModelSpec, report: MonitorReport, html: Pa
     for key, value in (report.live.get("metrics") or {}).items():
         if value is not None:
             metrics[f"live_{key}"] = value
+    if report.output_drift is not None and report.output_drift.score is not None:
+        metrics["drift_score.prediction"] = report.output_drift.score
+        metrics["output_drift"] = int(report.output_drift.drifted)
     if report.drift is not None:
         metrics["drift_share"] = report.drift.drift_share
         metrics["n_drifted_features"] = report.drift.n_drifted

@@ -6,7 +6,7 @@ Routes:
 
 * ``GET /health/live``, ``GET /health/ready`` (200/503 with per-model detail; also under ``/v2/health``)
 * ``GET /v2``, ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready`` (Open Inference Protocol v2)
-* ``POST /v2/models/{name}/infer`` (OIP v2: one tensor per feature column)
+* ``POST /v2/models/{name}/infer`` (OIP v2: one tensor per feature column in, one per output column out)
 * ``POST /invocations?model=<name>``, ``POST /models/{name}/invocations`` (MLflow scoring protocol)
 * ``GET /models``, ``GET /metrics``
 * ``POST /admin/models/{name}/stage|promote|reload`` (``Authorization: Bearer <token>``)
@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import conveyor
+from conveyor import tasks
 from conveyor.serving.errors import InvalidInput, ModelContractError, ServingError
 from conveyor.serving.loader import LoadedModel
 from conveyor.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -56,6 +57,8 @@ from conveyor.serving.validation import (
 from conveyor.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from conveyor.config import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "conveyor-model-server"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 _UNKNOWN = "_unknown"
+#: Open Inference Protocol datatype of each MLflow output type (``conveyor.tasks.output_types``).
+OIP_OUTPUT_DATATYPES = {"double": "FP64", "long": "INT64", "string": "BYTES"}
 
 
 def create_app(
@@ -196,8 +201,8 @@ def create_app(
             "platform": "mlflow_pyfunc",
             "inputs": [{"name": c.name, "datatype": c.oip_datatype, "shape": [-1]} for c in columns],
             "outputs": [
-                {"name": "probability", "datatype": "FP64", "shape": [-1]},
-                {"name": "prediction", "datatype": "INT64", "shape": [-1]},
+                {"name": column, "datatype": OIP_OUTPUT_DATATYPES[kind], "shape": [-1]}
+                for column, kind in tasks.output_types(slot.spec)
             ],
             "parameters": {
                 "registered_model_name": slot.spec.registered_model_name,
@@ -206,6 +211,8 @@ def create_app(
                 "model_uri": model.model_uri if model else None,
                 "staged_version": staged.version if staged else None,
                 "id_column": slot.spec.data.id_column,
+                "task": slot.spec.task,
+                "classes": list(slot.spec.classes),
                 "state": slot.state,
                 "ready": slot.ready,
             },
@@ -252,7 +259,7 @@ def create_app(
                 raise ServingError(413, f"request body of {len(raw)} bytes exceeds {max_body_bytes} bytes")
             # Parsing, validation, prediction and rendering are CPU work: off the event loop, so a
             # 10,000-row batch never stalls the other requests (or /health) for its duration.
-            batch, probability, prediction, response = await run_in_threadpool(
+            batch, outputs, counts, response = await run_in_threadpool(
                 _answer, route, name, model, slot.spec, raw, max_batch_rows, request_id
             )
             request_id = batch.request_id or request_id
@@ -271,11 +278,8 @@ def create_app(
         latency = time.perf_counter() - started
         metrics.requests.labels(name, version, route, "200").inc()
         metrics.latency.labels(name, version, route).observe(latency)
-        n_positive = int(prediction.sum())
-        if n_positive:
-            metrics.predictions.labels(name, version, "1").inc(n_positive)
-        if batch.n_rows - n_positive:
-            metrics.predictions.labels(name, version, "0").inc(batch.n_rows - n_positive)
+        for predicted, n in counts:
+            metrics.predictions.labels(name, version, predicted).inc(n)
         predlog.submit(
             PredictionChunk(
                 model=name,
@@ -285,8 +289,7 @@ def create_app(
                 ts=datetime.now(UTC),
                 latency_ms=latency * 1000.0,
                 frame=batch.frame,
-                probability=probability,
-                prediction=prediction,
+                outputs=outputs,
                 ids=batch.ids,
             )
         )
@@ -337,18 +340,47 @@ def _answer(
     raw: bytes,
     max_rows: int,
     request_id: str,
-) -> tuple[Batch, Any, Any, JSONResponse]:
+) -> tuple[Batch, pd.DataFrame, list[tuple[str, int]], JSONResponse]:
     body = parse_json(raw)
     if route == "v2_infer":
         batch = batch_from_oip(body, model.columns, spec, max_rows)
+        _check_requested_outputs(spec, batch.requested_outputs)
     else:
         batch = batch_from_scoring_body(body, model.columns, spec, max_rows)
-    probability, prediction = _predict(model, batch)
-    response = _format(route, name, model, batch, probability, prediction, batch.request_id or request_id)
-    return batch, probability, prediction, response
+    outputs = _predict(model, batch)
+    response = _format(route, name, model, spec, batch, outputs, batch.request_id or request_id)
+    return batch, outputs, _prediction_counts(spec, outputs), response
 
 
-def _predict(model: LoadedModel, batch: Batch) -> tuple[Any, Any]:
+def _check_requested_outputs(spec: ModelSpec, requested: tuple[str, ...] | None) -> None:
+    """Refuse (400) OIP ``outputs`` that name no output column of the model's task."""
+    if not requested:
+        return
+    columns = tasks.output_columns(spec.task, spec.classes)
+    unknown = sorted(set(requested) - set(columns))
+    if unknown:
+        raise InvalidInput(
+            f"unknown output(s) {unknown}; the {spec.task} model returns {', '.join(columns)}",
+            [{"output": o, "message": "not an output of this model"} for o in unknown],
+            status=400,
+        )
+
+
+def _prediction_counts(spec: ModelSpec, outputs: pd.DataFrame) -> list[tuple[str, int]]:
+    """Rows per predicted class, the ``prediction`` label of ``conveyor_predictions``.
+
+    Classification labels come from ``data.classes`` (checked by the contract), so the label set is
+    bounded; a regression value is never a label: its rows are counted under ``prediction=""``.
+    """
+    import numpy as np
+
+    if spec.task == "regression":
+        return [("", len(outputs))]
+    values, counts = np.unique(outputs["prediction"].to_numpy(), return_counts=True)
+    return [(str(v), int(n)) for v, n in zip(values.tolist(), counts.tolist(), strict=True)]
+
+
+def _predict(model: LoadedModel, batch: Batch) -> pd.DataFrame:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -373,29 +405,41 @@ def _format(
     route: str,
     name: str,
     model: LoadedModel,
+    spec: ModelSpec,
     batch: Batch,
-    probability: Any,
-    prediction: Any,
+    outputs: pd.DataFrame,
     request_id: str,
 ) -> JSONResponse:
-    p, y = probability.tolist(), prediction.tolist()
+    """The response of each protocol, one value per output column of the task (docs/CONTRACTS.md).
+
+    MLflow scoring: ``{"predictions": [{column: value, ...}, ...]}``, columns in contract order. OIP
+    v2: one tensor per column (``FP64`` probabilities and regression values, ``INT64`` or ``BYTES``
+    labels), narrowed to ``outputs`` when the request names some.
+    """
+    types = tasks.output_types(spec)
+    values = {column: outputs[column].tolist() for column, _ in types}
     if route != "v2_infer":
+        names = list(values)
         return JSONResponse(
-            {"predictions": [{"probability": pi, "prediction": yi} for pi, yi in zip(p, y, strict=True)]}
+            {
+                "predictions": [
+                    dict(zip(names, row, strict=True)) for row in zip(*values.values(), strict=True)
+                ]
+            }
         )
-    outputs = [
-        {"name": "probability", "datatype": "FP64", "shape": [len(p)], "data": p},
-        {"name": "prediction", "datatype": "INT64", "shape": [len(y)], "data": y},
+    requested = batch.requested_outputs
+    tensors = [
+        {
+            "name": column,
+            "datatype": OIP_OUTPUT_DATATYPES[kind],
+            "shape": [len(values[column])],
+            "data": values[column],
+        }
+        for column, kind in types
+        if not requested or column in requested
     ]
-    if batch.requested_outputs:
-        unknown = sorted(set(batch.requested_outputs) - {"probability", "prediction"})
-        if unknown:
-            raise InvalidInput(
-                f"unknown output(s) {unknown}; the model returns probability, prediction", status=400
-            )
-        outputs = [o for o in outputs if o["name"] in batch.requested_outputs]
     return JSONResponse(
-        {"model_name": name, "model_version": model.version, "id": request_id, "outputs": outputs}
+        {"model_name": name, "model_version": model.version, "id": request_id, "outputs": tensors}
     )
 
 

@@ -5,6 +5,10 @@ Example:
     >>> client.wait_ready(timeout=120)
     >>> client.predict("churn", [{"tenure_months": 3, ...}])
     [{'probability': 0.71, 'prediction': 1}]
+
+Each answer row holds the model's output columns, per its spec's task (``docs/CONTRACTS.md``):
+binary ``probability`` and ``prediction`` (0/1); multiclass ``prediction`` (the label) and one
+``probability_<label>`` per class; regression ``prediction`` (a float).
 """
 
 from __future__ import annotations
@@ -117,7 +121,7 @@ class ModelServerClient:
         return [ModelStatus.model_validate(m) for m in self._send("GET", "/models").json()]
 
     def metadata(self, name: str) -> dict[str, Any]:
-        """Open Inference Protocol v2 model metadata."""
+        """Open Inference Protocol v2 model metadata: inputs, the task's outputs, task and classes."""
         return dict(self._send("GET", f"/v2/models/{name}").json())
 
     def metrics(self) -> str:
@@ -135,7 +139,10 @@ class ModelServerClient:
                 may ride along (it is logged, not used as a feature).
 
         Returns:
-            One ``{"probability": float, "prediction": int}`` per row, in order.
+            One ``{column: value}`` per row, in order, with the task's output columns: binary
+            ``{"probability": float, "prediction": int}``; multiclass ``{"prediction": label,
+            "probability_<label>": float, ...}`` (label an int or a string); regression
+            ``{"prediction": float}``.
         """
         columns, data = _to_split(records)
         response = self._send(
@@ -161,6 +168,11 @@ class ModelServerClient:
             inputs: ``{column: [values]}`` (one tensor each) or ready-made tensor dicts.
             datatypes: OIP datatype per column; guessed from the values otherwise.
             request_id: sent as the request ``id`` and echoed back.
+
+        Returns:
+            The OIP response: ``{"model_name", "model_version", "id", "outputs"}`` with one tensor
+            per output column of the model's task (``FP64`` probabilities and regression values,
+            ``INT64`` or ``BYTES`` labels; see :meth:`metadata`).
         """
         if isinstance(inputs, dict):
             types = datatypes or {}

@@ -21,7 +21,6 @@ from conveyor.serving.schemas import StageReport
 from conveyor.serving.validation import ColumnSchema, batch_from_records, input_columns
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
     from conveyor.config import ModelSpec
@@ -38,7 +37,12 @@ class NoChampion(Exception):
 
 @dataclass(frozen=True)
 class GoldenResult:
-    """Whether a model reproduces its stored golden outputs."""
+    """Whether a model reproduces its stored golden outputs.
+
+    ``max_abs_diff`` is the largest difference over every float output column (``probability``,
+    ``probability_<c>``, a regression ``prediction``), judged against ``deploy.golden_tolerance``;
+    ``prediction_mismatches`` counts rows whose label column (classification ``prediction``) differs.
+    """
 
     passed: bool
     n_rows: int = 0
@@ -63,6 +67,7 @@ class LoadedModel:
     p95_latency_ms: float | None
     latency_budget_ms: float
     local_dir: Path
+    spec: ModelSpec
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -92,9 +97,9 @@ class LoadedModel:
             checked_at=self.loaded_at,
         )
 
-    def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (float64) and predictions (int64) for a validated input frame."""
-        return model_outputs(self.pyfunc.predict(frame))
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The spec's output frame (``docs/CONTRACTS.md``, checked) for a validated input frame."""
+        return model_outputs(self.spec, self.pyfunc.predict(frame), len(frame))
 
 
 def failed_report(spec: ModelSpec, version: str, model_uri: str, error: str) -> StageReport:
@@ -257,6 +262,7 @@ def load(
         p95_latency_ms=p95,
         latency_budget_ms=spec.deploy.latency_budget_ms,
         local_dir=local_dir,
+        spec=spec,
     )
 
 
@@ -265,41 +271,85 @@ def replay_golden(
 ) -> tuple[GoldenResult, list[float]]:
     """Compare the model's answers on ``artifacts/golden_rows.json`` with the stored outputs.
 
+    The file's ``outputs`` hold ``{column: [values, ...]}`` for every output column of the spec's
+    task (``conveyor.tasks.output_types``): float columns must agree within
+    ``deploy.golden_tolerance`` (absolute, in the column's units), label columns exactly.
+
     Returns the verdict and single-row latencies in milliseconds (empty when the rows are unusable).
     """
-    import numpy as np
-
     path = local_dir / "artifacts" / "golden_rows.json"
     if not path.exists():
         return GoldenResult(False, error="the model has no artifacts/golden_rows.json (see CONTRACTS.md)"), []
     try:
         golden = json.loads(path.read_text())
         inputs = golden["inputs"]
-        expected_p = np.asarray(golden["outputs"]["probability"], dtype="float64")
-        expected_y = np.asarray(golden["outputs"]["prediction"], dtype="int64")
+        expected = _golden_outputs(spec, golden["outputs"])
         batch = batch_from_records(inputs, columns, spec, max_rows=max(len(inputs), 1), field="golden inputs")
     except Exception as exc:
         return GoldenResult(False, error=f"unusable artifacts/golden_rows.json: {exc}"), []
-    if len(expected_p) != batch.n_rows or len(expected_y) != batch.n_rows:
+    lengths = {column: len(values) for column, values in expected.items()}
+    if any(n != batch.n_rows for n in lengths.values()):
         return GoldenResult(
-            False, batch.n_rows, error=f"golden rows hold {batch.n_rows} inputs but {len(expected_p)} outputs"
+            False, batch.n_rows, error=f"golden rows hold {batch.n_rows} inputs but outputs of {lengths}"
         ), []
     try:
-        probability, prediction = model_outputs(pyfunc.predict(batch.frame))
+        got = model_outputs(spec, pyfunc.predict(batch.frame), batch.n_rows)
     except Exception as exc:
         return GoldenResult(False, batch.n_rows, error=f"predicting the golden rows failed: {exc}"), []
-    diff = float(np.max(np.abs(probability - expected_p))) if batch.n_rows else 0.0
-    mismatches = int(np.sum(prediction != expected_y))
+    diff, worst, mismatches = _compare_golden(spec, got, expected)
     tolerance = spec.deploy.golden_tolerance
     passed = bool(diff <= tolerance and mismatches == 0)
     error = None
     if not passed:
         error = (
-            f"golden rows differ from the stored outputs: max |Δprobability| = {diff:.3g} "
+            f"golden rows differ from the stored outputs: max |Δ{worst}| = {diff:.3g} "
             f"(tolerance {tolerance:g}), {mismatches} prediction(s) differ"
         )
     latencies = _single_row_latencies(pyfunc, batch.frame)
     return GoldenResult(passed, batch.n_rows, diff, mismatches, error), latencies
+
+
+def _golden_outputs(spec: ModelSpec, outputs: Any) -> dict[str, list[Any]]:
+    """The stored output of every contract column, or a ValueError naming what is missing."""
+    from conveyor import tasks
+
+    if not isinstance(outputs, dict):
+        raise ValueError('"outputs" must be an object {column: [values, ...]}')
+    columns = [column for column, _ in tasks.output_types(spec)]
+    missing = [c for c in columns if c not in outputs]
+    if missing:
+        raise ValueError(
+            f"outputs lack {missing}; a {spec.task} model's golden outputs are {columns} (docs/CONTRACTS.md)"
+        )
+    bad = [c for c in columns if not isinstance(outputs[c], list)]
+    if bad:
+        raise ValueError(f"outputs {bad} must be lists of values")
+    return {c: outputs[c] for c in columns}
+
+
+def _compare_golden(
+    spec: ModelSpec, got: pd.DataFrame, expected: dict[str, list[Any]]
+) -> tuple[float, str, int]:
+    """(largest float difference, its column, label mismatches) of ``got`` against ``expected``."""
+    import numpy as np
+
+    from conveyor import tasks
+
+    types = tasks.output_types(spec)
+    diff, worst, mismatches = 0.0, next((c for c, kind in types if kind == "double"), "prediction"), 0
+    for column, kind in types:
+        if kind == "double":
+            stored = np.asarray(expected[column], dtype="float64")
+            if len(stored) == 0:
+                continue
+            column_diff = float(np.max(np.abs(got[column].to_numpy(dtype="float64") - stored)))
+            if column_diff > diff:
+                diff, worst = column_diff, column
+        else:  # a label: int64 compares as int, string labels as text
+            cast = int if kind == "long" else str
+            stored_labels = [cast(v) for v in expected[column]]
+            mismatches += sum(a != b for a, b in zip(got[column].tolist(), stored_labels, strict=True))
+    return diff, worst, mismatches
 
 
 def _single_row_latencies(pyfunc: Any, frame: pd.DataFrame) -> list[float]:
@@ -317,22 +367,38 @@ def _single_row_latencies(pyfunc: Any, frame: pd.DataFrame) -> list[float]:
     return out
 
 
-def model_outputs(result: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Check a pyfunc result against the contract and return (probability, prediction) arrays.
+def model_outputs(spec: ModelSpec, result: Any, n_rows: int) -> pd.DataFrame:
+    """Hold a pyfunc result to ``spec``'s output contract and return the contract's frame.
+
+    The contract's columns are taken in order (extra columns a model adds are dropped) and widened
+    where that is lossless (float32 → float64, int32 → int64) before
+    :func:`conveyor.tasks.check_outputs` checks columns, dtypes, row count, finite values and
+    probabilities.
 
     Raises:
-        ModelContractError: the result is not a frame with ``probability`` and ``prediction``.
+        ModelContractError: not a frame, a contract column missing, or a check failed.
     """
-    import numpy as np
     import pandas as pd
 
-    if not isinstance(result, pd.DataFrame) or not {"probability", "prediction"} <= set(result.columns):
+    from conveyor import tasks
+
+    expected = tasks.output_columns(spec.task, spec.classes)
+    if not isinstance(result, pd.DataFrame) or not set(expected) <= set(result.columns):
         got = list(result.columns) if isinstance(result, pd.DataFrame) else type(result).__name__
         raise ModelContractError(
-            f"the model must return a DataFrame with 'probability' and 'prediction' columns, got {got}"
+            f"the model must return a DataFrame with the {spec.task} output columns {expected}, got {got}"
         )
-    probability = result["probability"].to_numpy(dtype="float64")
-    prediction = result["prediction"].to_numpy(dtype="int64")
-    if not np.all(np.isfinite(probability)):
-        raise ModelContractError("the model returned a non-finite probability")
-    return probability, prediction
+    frame = result[expected]
+    widened = {}
+    for column, kind in tasks.output_types(spec):
+        dtype = frame[column].dtype
+        if kind == "double" and dtype.kind in "fiu" and dtype != "float64":
+            widened[column] = frame[column].astype("float64")
+        elif kind == "long" and dtype.kind in "iu" and dtype != "int64":
+            widened[column] = frame[column].astype("int64")
+    if widened:
+        frame = frame.assign(**widened)
+    try:
+        return tasks.check_outputs(spec, frame, n_rows, where="the model")
+    except tasks.OutputContractError as exc:
+        raise ModelContractError(str(exc)) from None

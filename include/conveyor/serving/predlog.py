@@ -5,9 +5,18 @@ and appends to ``<data_root>/predictions/<model>/date=YYYY-MM-DD/<hostname>-<pid
 queue or a broken disk drops rows and counts them; it never slows or fails a request.
 
 Each line is one event. ``"event": "prediction"`` rows carry ts, model, version, request_id, route,
-the id column value when the client sent it (``id``), ``features``, ``probability``, ``prediction``
-and the request's ``latency_ms``; ``"event": "error"`` rows record a refused or failed request
-(status, message) so monitoring can compute error rates per served version.
+the id column value when the client sent it (``id``), ``features``, the model's outputs and the
+request's ``latency_ms``; ``"event": "error"`` rows record a refused or failed request (status,
+message) so monitoring can compute error rates per served version.
+
+The outputs follow the spec's task (``docs/CONTRACTS.md``):
+
+- binary: ``probability`` (P(positive)) and ``prediction`` (0/1), as always;
+- multiclass: ``prediction`` (the label, int or string) and ``probabilities``, an object
+  ``{"<label>": P(label), ...}`` in ``data.classes`` order (one key per class, so the line's keys
+  are the same whatever the label set; ``conveyor.monitoring.live.read_prediction_log`` turns it
+  back into the contract's ``probability_<label>`` columns);
+- regression: ``prediction`` (float).
 """
 
 from __future__ import annotations
@@ -29,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from conveyor.data.storage import filesystem, join_uri
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -57,17 +65,18 @@ class PredictionChunk:
     ts: datetime
     latency_ms: float
     frame: pd.DataFrame
-    probability: np.ndarray
-    prediction: np.ndarray
+    #: The model's checked output frame (the task's contract columns, one row per input row).
+    outputs: pd.DataFrame
     ids: list[Any] | None = None
 
     @property
     def n_rows(self) -> int:
-        return len(self.probability)
+        return len(self.outputs)
 
     def lines(self) -> list[str]:
         ts = self.ts.isoformat()
         features = self.frame.to_dict(orient="records")
+        per_row = _output_fields(self.outputs)
         out = []
         for i, row in enumerate(features):
             event = {
@@ -79,12 +88,32 @@ class PredictionChunk:
                 "route": self.route,
                 "id": _plain(self.ids[i]) if self.ids is not None else None,
                 "features": {k: _plain(v) for k, v in row.items()},
-                "probability": float(self.probability[i]),
-                "prediction": int(self.prediction[i]),
+                **per_row[i],
                 "latency_ms": round(self.latency_ms, 3),
             }
             out.append(json.dumps(event, default=str))
         return out
+
+
+def _output_fields(outputs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per row, the logged output fields of a contract frame (see the module docstring)."""
+    from conveyor.pyfunc_outputs import PROBABILITY_PREFIX
+
+    columns = list(outputs.columns)
+    prediction = outputs["prediction"].tolist()
+    if "probability" in columns:  # binary
+        probability = outputs["probability"].to_numpy(dtype="float64").tolist()
+        return [
+            {"probability": p, "prediction": int(y)} for p, y in zip(probability, prediction, strict=True)
+        ]
+    classes = [c[len(PROBABILITY_PREFIX) :] for c in columns if c.startswith(PROBABILITY_PREFIX)]
+    if not classes:  # regression
+        return [{"prediction": float(y)} for y in prediction]
+    matrix = outputs[[PROBABILITY_PREFIX + c for c in classes]].to_numpy(dtype="float64").tolist()
+    return [
+        {"prediction": y, "probabilities": dict(zip(classes, row, strict=True))}
+        for y, row in zip(prediction, matrix, strict=True)
+    ]
 
 
 def _plain(value: Any) -> Any:

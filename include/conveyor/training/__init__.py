@@ -75,10 +75,11 @@ def train(spec: ModelSpec, train_df: pd.DataFrame, eval_df: pd.DataFrame, run_id
 
     Raises:
         TrainingDivergedError: the loss became NaN/inf (lower the learning rate).
-        FeatureSchemaError: the frames lack the spec's features or a binary target.
+        FeatureSchemaError: the frames lack the spec's features or a target of the spec's task.
         EntrypointError: a ``python`` entrypoint does not import, or raised.
-        UnsupportedModelError: a fit function returned something Conveyor cannot log.
-        PredictionContractError: the model's predictions break the binary contract.
+        UnsupportedModelError: a fit function returned something Conveyor cannot log, or a model
+            of another task than the spec's.
+        PredictionContractError: the model's predictions break the task's output contract.
         TuningError: with a ``tuning`` section, every trial of the search failed.
 
     With a ``tuning`` section, the search (:mod:`conveyor.training.tuning`) runs first and the model

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from conveyor import tasks
 from conveyor.config import ModelSpec
 from conveyor.errors import PermanentError
 from conveyor.settings import get_settings
@@ -39,7 +40,6 @@ REFERENCE_FILE = "reference.parquet"
 REFERENCE_MAX_ROWS = 5000
 #: How many raw rows are stored as the MLflow input example.
 INPUT_EXAMPLE_ROWS = 3
-PREDICTION_COLUMNS = ("probability", "prediction")
 
 
 class TrainingError(RuntimeError):
@@ -65,8 +65,8 @@ class FeatureSchemaError(PermanentError, ValueError):
     """A frame does not carry the spec's features or target in a usable form."""
 
 
-class PredictionContractError(PermanentError, RuntimeError):
-    """A model's predictions do not follow the model-artifact contract."""
+class PredictionContractError(tasks.OutputContractError):
+    """A model's predictions do not follow its task's output contract (``docs/CONTRACTS.md``)."""
 
 
 class EntrypointError(PermanentError, TrainingError):
@@ -75,7 +75,8 @@ class EntrypointError(PermanentError, TrainingError):
 
 class UnsupportedModelError(PermanentError, TrainingError):
     """A fit function returned something Conveyor cannot log: not a fitted Keras model or scikit-learn
-    classifier, or one that cannot be saved and loaded back without pickle."""
+    estimator of the spec's task (a classifier for binary/multiclass, a regressor for regression), or
+    one that cannot be saved and loaded back without pickle."""
 
 
 def feature_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
@@ -108,9 +109,10 @@ def feature_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def labelled_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
-    """:func:`feature_frame` plus the target column as 0/1 int64 (:func:`target_vector`).
+    """:func:`feature_frame` plus the target column encoded for the spec's task (:func:`target_vector`).
 
-    What every fit function receives: the features exactly as serving will pass them, and the label.
+    What every fit function receives: the features exactly as serving will pass them, and the target
+    as binary 0/1 int64, multiclass class index int64 (into ``data.classes``) or regression float64.
     """
     frame = feature_frame(spec, df)
     frame[spec.data.target] = target_vector(spec, df)
@@ -124,69 +126,60 @@ def _category_or_none(value: Any) -> str | None:
 
 
 def target_vector(spec: ModelSpec, df: pd.DataFrame) -> np.ndarray:
-    """The 0/1 target of ``df`` as int64, positive meaning ``spec.data.positive_label``.
+    """The target of ``df`` encoded for the spec's task (:func:`conveyor.tasks.encode_target`).
+
+    binary: int64 0/1, 1 meaning ``data.positive_label``; multiclass: int64 index of the label in
+    ``data.classes``; regression: float64 values.
 
     Raises:
-        FeatureSchemaError: the target column is absent, has missing values or other labels.
+        FeatureSchemaError: the target column is absent, has missing values, labels outside
+            ``data.classes`` or (regression) non-numeric values.
     """
     name = spec.data.target
     if name not in df.columns:
         raise FeatureSchemaError(
             f"model {spec.name!r}: the frame has no target column {name!r}; it has {list(df.columns)}."
         )
-    target = df[name]
-    if target.isna().any():
-        raise FeatureSchemaError(
-            f"model {spec.name!r}: target {name!r} has {int(target.isna().sum())} missing values; "
-            "drop unlabelled rows before training (the data contract should have caught them)."
-        )
-    positive = spec.data.positive_label
-    values = set(pd.unique(target).tolist())
-    if len(values - {positive}) > 1:
-        raise FeatureSchemaError(
-            f"model {spec.name!r}: target {name!r} must be binary (positive label {positive}), "
-            f"found values {sorted(map(str, values))}."
-        )
-    return (target.to_numpy() == positive).astype(np.int64)
+    try:
+        return tasks.encode_target(spec, df[name])
+    except tasks.TargetError as exc:
+        raise FeatureSchemaError(str(exc)) from exc
 
 
-def prediction_frame(probability: Any) -> pd.DataFrame:
-    """The contract's output frame: ``probability`` float64 and ``prediction`` int64 (>= 0.5)."""
-    proba = np.asarray(probability, dtype=np.float64).reshape(-1)
-    return pd.DataFrame({"probability": proba, "prediction": (proba >= 0.5).astype(np.int64)})
+def prediction_frame(spec: ModelSpec, scores: Any) -> pd.DataFrame:
+    """The contract's output frame of ``spec``'s task from raw scores (:func:`conveyor.tasks.outputs`)."""
+    return tasks.outputs(spec, scores)
 
 
-def check_prediction_frame(frame: Any, n_rows: int, *, where: str = "model") -> pd.DataFrame:
-    """Check that ``frame`` follows the prediction contract and has ``n_rows`` rows.
+def check_prediction_frame(spec: ModelSpec, frame: Any, n_rows: int, *, where: str = "model") -> pd.DataFrame:
+    """Check that ``frame`` follows ``spec``'s output contract and has ``n_rows`` rows.
+
+    :func:`conveyor.tasks.check_outputs`, its error raised as a :class:`PredictionContractError`.
 
     Raises:
-        PredictionContractError: wrong type, columns, dtypes, row count, or non-finite values.
+        PredictionContractError: wrong type, columns, dtypes, row count, non-finite values or
+            probabilities that are not probabilities.
     """
-    if not isinstance(frame, pd.DataFrame):
-        raise PredictionContractError(f"{where} returned {type(frame).__name__}, expected a DataFrame")
-    if tuple(frame.columns) != PREDICTION_COLUMNS:
-        raise PredictionContractError(
-            f"{where} returned columns {list(frame.columns)}, expected {list(PREDICTION_COLUMNS)}"
-        )
-    dtypes = (str(frame["probability"].dtype), str(frame["prediction"].dtype))
-    if dtypes != ("float64", "int64"):
-        raise PredictionContractError(f"{where} returned dtypes {dtypes}, expected (float64, int64)")
-    if len(frame) != n_rows:
-        raise PredictionContractError(f"{where} returned {len(frame)} rows for {n_rows} inputs")
-    proba = frame["probability"].to_numpy()
-    if not np.all(np.isfinite(proba)) or np.any((proba < 0) | (proba > 1)):
-        raise PredictionContractError(f"{where} returned probabilities outside [0, 1] or non-finite")
-    return frame
+    try:
+        return tasks.check_outputs(spec, frame, n_rows, where=where)
+    except PredictionContractError:
+        raise
+    except tasks.OutputContractError as exc:
+        raise PredictionContractError(str(exc)) from exc
 
 
 def signature_for(spec: ModelSpec) -> ModelSignature:
-    """The MLflow signature of every model of ``spec`` (inputs: double/string, all required)."""
+    """The MLflow signature of every model of ``spec``.
+
+    Inputs: numeric features ``double``, categorical ``string``, all required; outputs: the task's
+    contract columns (:func:`conveyor.tasks.output_types`).
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     inputs = [ColSpec("double", f.name) for f in spec.numeric_features]
     inputs += [ColSpec("string", f.name) for f in spec.categorical_features]
-    outputs = [ColSpec("double", "probability"), ColSpec("long", "prediction")]
+    outputs = [ColSpec(kind, name) for name, kind in tasks.output_types(spec)]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))  # type: ignore[arg-type]
 
 
@@ -225,23 +218,30 @@ def write_golden_rows(
     path: str | os.PathLike[str],
 ) -> Path:
     """Write ``golden_rows.json``: the first ``spec.deploy.golden_rows`` eval rows and this model's
-    offline predictions for them (missing values as JSON ``null``).
+    offline predictions for them (missing inputs as JSON ``null``).
+
+    ``outputs`` holds every output column of the task's contract: ``prediction`` as int, str or
+    float (:func:`conveyor.tasks.prediction_values`), the probability columns as floats.
 
     Raises:
-        PredictionContractError: ``model_predict_fn`` breaks the prediction contract.
+        PredictionContractError: ``model_predict_fn`` breaks the output contract.
     """
     rows = feature_frame(spec, eval_df).head(spec.deploy.golden_rows)
     if rows.empty:
         raise FeatureSchemaError(f"model {spec.name!r}: no evaluation rows to take golden rows from")
-    outputs = check_prediction_frame(model_predict_fn(rows), len(rows), where="golden-row prediction")
+    outputs = check_prediction_frame(spec, model_predict_fn(rows), len(rows), where="golden-row prediction")
     document = {
         "inputs": [
             {name: _json_value(value) for name, value in record.items()}
             for record in rows.to_dict(orient="records")
         ],
         "outputs": {
-            "probability": [float(v) for v in outputs["probability"]],
-            "prediction": [int(v) for v in outputs["prediction"]],
+            column: (
+                tasks.prediction_values(spec, outputs)
+                if column == "prediction"
+                else [float(v) for v in outputs[column]]
+            )
+            for column in outputs.columns
         },
     }
     out = Path(path)
@@ -251,6 +251,8 @@ def write_golden_rows(
 
 def write_reference(spec: ModelSpec, train_df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write ``reference.parquet``: up to 5,000 training rows (features + target) for drift checks.
+
+    The target is encoded as the fit functions see it (:func:`target_vector`).
 
     Larger frames are sampled with the trainer's seed and keep their original order.
     """
@@ -269,12 +271,14 @@ def input_example(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
     return (complete if len(complete) else frame).head(INPUT_EXAMPLE_ROWS).reset_index(drop=True)
 
 
-def model_config_for(spec: ModelSpec) -> dict[str, list[str]]:
-    """The pyfunc ``model_config`` every variant of ``spec``'s model gets (feature names in order).
+def model_config_for(spec: ModelSpec) -> dict[str, Any]:
+    """The pyfunc ``model_config`` every variant of ``spec``'s model gets: the task and its classes
+    (:func:`conveyor.tasks.model_config`) and the feature names in order.
 
     MLflow also logs a model config as params of the run, so all variants must use the same one.
     """
     return {
+        **tasks.model_config(spec),
         "numeric_features": [f.name for f in spec.numeric_features],
         "categorical_features": [f.name for f in spec.categorical_features],
     }

@@ -2,10 +2,16 @@
 
 :func:`fit_and_log` runs any fit function (a built-in trainer's or a ``kind: python`` entrypoint's,
 see :mod:`conveyor.training.interface`) and then treats what it returned the same way whoever wrote
-it: a Keras model is saved as ``.keras`` and served by ``pyfunc_keras.py``, a scikit-learn classifier
+it: a Keras model is saved as ``.keras`` and served by ``pyfunc_keras.py``, a scikit-learn estimator
 is saved with skops and served by ``pyfunc_sklearn.py``; the served class scores the evaluation rows
-(checked against the prediction contract) and writes the golden rows, and the model is logged as a
-models-from-code pyfunc with the spec's signature and pinned requirements.
+(checked against the task's output contract, ``conveyor.tasks.check_outputs``), the metrics of the
+task are computed on them (``conveyor.tasks.metrics``) and the golden rows written, and the model is
+logged as a models-from-code pyfunc with the spec's signature and pinned requirements.
+
+A model that does not predict what the spec's ``task`` asks for (a classifier for a regression spec,
+a regressor for a classification one, a Keras head of the wrong width, a classifier fitted on labels
+that are not the encoded classes) fails here, once: :class:`UnsupportedModelError` or
+:class:`PredictionContractError`, both permanent, naming the entrypoint and what was wrong.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from conveyor import tasks
 from conveyor.config import ModelSpec
-from conveyor.evaluation.metrics import binary_metrics
 from conveyor.training.base import (
     GOLDEN_ROWS_FILE,
     REFERENCE_FILE,
@@ -59,6 +66,8 @@ class Packaged:
     artifacts: dict[str, Path]
     requirements: list[str]
     size_files: list[Path]
+    #: How to fix a model whose predictions break the contract (added to that error's message).
+    hint: str = ""
 
 
 def fit_and_log(
@@ -80,9 +89,10 @@ def fit_and_log(
 
     Raises:
         EntrypointError: the user's function raised (the message keeps its last frame).
-        UnsupportedModelError: it returned something Conveyor cannot log.
-        PredictionContractError: the model's predictions break the binary contract.
-        FeatureSchemaError: the frames lack the spec's features or a binary target.
+        UnsupportedModelError: it returned something Conveyor cannot log, or a model of another
+            task (a classifier for a regression spec, a regressor for a classification spec).
+        PredictionContractError: the model's predictions break the task's output contract.
+        FeatureSchemaError: the frames lack the spec's features or a target of the spec's task.
     """
     source = f"trainer entrypoint {entrypoint!r}" if entrypoint else f"trainer {trainer!r}"
     train_frame = labelled_frame(spec, train_df)
@@ -104,8 +114,8 @@ def fit_and_log(
         folder = Path(tmp)
         packaged = package_model(spec, fitted, folder, source)
         eval_features = eval_frame[spec.feature_names]
-        outputs = served_predictions(packaged.served, eval_features, source)
-        metrics = binary_metrics(eval_frame[spec.data.target].to_numpy(), outputs["probability"].to_numpy())
+        outputs = served_predictions(spec, packaged.served, eval_features, source, hint=packaged.hint)
+        metrics = tasks.metrics(spec, eval_frame[spec.data.target].to_numpy(), tasks.scores_of(spec, outputs))
         golden = write_golden_rows(
             spec, lambda rows: packaged.served.predict(None, rows), eval_df, folder / GOLDEN_ROWS_FILE
         )
@@ -183,8 +193,20 @@ def describe_exception(exc: BaseException) -> str:
     return text
 
 
-def served_predictions(served: Any, features: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The serving object's predictions for ``features``, checked against the prediction contract.
+#: What a model of each task must give, for the contract errors' messages.
+_EXPECTED = {
+    "binary": "one P(label == 1) per row",
+    "multiclass": "one probability per class per row, each row summing to 1",
+    "regression": "one predicted value per row",
+}
+
+
+def served_predictions(
+    spec: ModelSpec, served: Any, features: pd.DataFrame, source: str, *, hint: str = ""
+) -> pd.DataFrame:
+    """The serving object's predictions for ``features``, checked against the task's output contract.
+
+    ``hint``, how to fix the model, ends a contract error's message.
 
     Raises:
         PredictionContractError: the model failed to predict, or its output breaks the contract.
@@ -196,9 +218,23 @@ def served_predictions(served: Any, features: pd.DataFrame, source: str) -> pd.D
             f"{source}: the model failed to predict the evaluation rows through Conveyor's serving "
             f"wrapper: {describe_exception(exc)}"
         ) from exc
-    return check_prediction_frame(
-        outputs, len(features), where=f"{source}: the model's binary prediction (one P(label == 1) per row)"
-    )
+    where = f"{source}: the model's {spec.task} prediction ({_EXPECTED[spec.task]})"
+    try:
+        return check_prediction_frame(spec, outputs, len(features), where=where)
+    except PredictionContractError as exc:
+        if not hint:
+            raise
+        raise PredictionContractError(f"{exc}; {hint}") from exc
+
+
+def _keras_head_hint(spec: ModelSpec) -> str:
+    if spec.task == "multiclass":
+        return (
+            f"end it in Dense({len(spec.classes)}, activation='softmax'), one unit per class of data.classes"
+        )
+    if spec.task == "regression":
+        return "end it in Dense(1) (a linear unit)"
+    return "end it in Dense(1, activation='sigmoid')"
 
 
 def package_model(spec: ModelSpec, fitted: Fitted, folder: Path, source: str) -> Packaged:
@@ -216,9 +252,10 @@ def package_model(spec: ModelSpec, fitted: Fitted, folder: Path, source: str) ->
     if sklearn_base is not None and isinstance(model, sklearn_base.BaseEstimator):
         return package_sklearn(spec, model, folder, source)
     kind = type(model)
+    estimator = "regressor" if spec.task == "regression" else "classifier"
     raise UnsupportedModelError(
         f"{source} returned {kind.__module__}.{kind.__qualname__}; a fit function returns a fitted "
-        "Keras model (keras.Model) or a fitted scikit-learn classifier or Pipeline"
+        f"Keras model (keras.Model) or a fitted scikit-learn {estimator} or Pipeline"
     )
 
 
@@ -239,25 +276,14 @@ def _keras_output_shape(model: Any) -> tuple[Any, ...] | None:
     return tuple(outputs[0].shape)
 
 
-def package_keras(
-    spec: ModelSpec,
-    model: Any,
-    folder: Path,
-    source: str,
-    *,
-    preprocessing: Any = None,
-) -> Packaged:
-    """Save a Keras model as ``.keras`` and load it in :class:`KerasBinaryClassifier`.
+def check_keras_model(spec: ModelSpec, model: Any, source: str) -> None:
+    """Refuse a Keras model that cannot serve ``spec``: not one named input per feature, or an output
+    that is not the task's width (binary and regression one unit, multiclass one per class).
 
     Raises:
-        UnsupportedModelError: the model does not take one named input per feature, or does not
-            save and load back (custom layers must be registered as Keras serializables).
-        PredictionContractError: it does not output one value per row.
+        UnsupportedModelError: the inputs are not one named input per feature.
+        PredictionContractError: the output has the wrong shape for the task.
     """
-    from mlflow.pyfunc import PythonModelContext
-
-    from conveyor.training.pyfunc_keras import KerasBinaryClassifier
-
     names = _keras_input_names(model)
     if names is None or sorted(names) != sorted(spec.feature_names):
         raise UnsupportedModelError(
@@ -266,15 +292,39 @@ def package_keras(
             "context.keras_preprocessing(train_df))"
         )
     output_shape = _keras_output_shape(model)
-    if output_shape is None or tuple(output_shape[1:]) not in {(), (1,)}:
+    allowed = {(len(spec.classes),)} if spec.task == "multiclass" else {(), (1,)}
+    if output_shape is None or tuple(output_shape[1:]) not in allowed:
         raise PredictionContractError(
-            f"{source} returned a Keras model with output shape {output_shape}; a binary model outputs "
-            "one probability per row, shape (None, 1): end it in Dense(1, activation='sigmoid')"
+            f"{source} returned a Keras model with output shape {output_shape}; a {spec.task} model "
+            f"outputs {_EXPECTED[spec.task]}, shape {(None, *sorted(allowed)[-1])}: {_keras_head_hint(spec)}"
         )
+
+
+def package_keras(
+    spec: ModelSpec,
+    model: Any,
+    folder: Path,
+    source: str,
+    *,
+    preprocessing: Any = None,
+) -> Packaged:
+    """Save a Keras model as ``.keras`` and load it in :class:`~conveyor.training.pyfunc_keras.KerasModel`.
+
+    Raises:
+        UnsupportedModelError: the model does not take one named input per feature, or does not
+            save and load back (custom layers must be registered as Keras serializables).
+        PredictionContractError: its output is not the task's width (see :func:`check_keras_model`).
+    """
+    from mlflow.pyfunc import PythonModelContext
+
+    from conveyor.training.pyfunc_keras import KerasModel
+
+    check_keras_model(spec, model, source)
+
     keras_path = folder / KERAS_FILE
     try:
         model.save(keras_path)
-        served = KerasBinaryClassifier()
+        served = KerasModel()
         served.load_context(
             PythonModelContext(
                 artifacts={"keras_model": str(keras_path)}, model_config=model_config_for(spec)
@@ -295,35 +345,40 @@ def package_keras(
         artifacts=artifacts,
         requirements=pinned_requirements("tensorflow-cpu", "keras"),
         size_files=[keras_path],
+        hint=_keras_head_hint(spec),
     )
 
 
-def _binary_classes(classes: Any) -> bool:
-    try:
-        return classes is not None and [int(c) for c in classes] == [0, 1]
-    except (TypeError, ValueError):
-        return False
+def check_sklearn_model(spec: ModelSpec, model: Any, source: str) -> None:
+    """Refuse a scikit-learn model that cannot serve ``spec``'s task.
 
-
-def package_sklearn(spec: ModelSpec, model: Any, folder: Path, source: str) -> Packaged:
-    """Save a fitted scikit-learn classifier with skops (no pickle) and load it in its serving class.
+    Classification: a fitted classifier with ``predict_proba`` whose ``classes_`` are class indices
+    (binary: exactly 0 and 1; multiclass: a subset of ``0..k-1``, a class absent from training then
+    gets probability 0). Regression: a fitted estimator with ``predict`` that is not a classifier.
 
     Raises:
-        UnsupportedModelError: no ``predict_proba`` (a regressor), not fitted, not fitted on the 0/1
-            target, or holding types the server refuses to load.
+        UnsupportedModelError: naming what is wrong and what to return instead.
     """
-    import skops.io
-    from mlflow.pyfunc import PythonModelContext
+    from sklearn.base import is_classifier
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
-    from conveyor.training.pyfunc_sklearn import TRUSTED_TYPES, SklearnBinaryClassifier
+    from conveyor.training.pyfunc_sklearn import class_columns
 
     name = type(model).__name__
-    if not hasattr(model, "predict_proba"):
+    if spec.task == "regression":
+        if is_classifier(model) or hasattr(model, "predict_proba"):
+            raise UnsupportedModelError(
+                f"{source} returned a {name}, a classifier (it has predict_proba/classes_); a regression "
+                f"model predicts the value of {spec.data.target!r}: return a regressor (or a Pipeline "
+                "ending in one), e.g. Ridge or HistGradientBoostingRegressor"
+            )
+        if not hasattr(model, "predict"):
+            raise UnsupportedModelError(f"{source} returned a {name}, which has no predict")
+    elif not hasattr(model, "predict_proba"):
         raise UnsupportedModelError(
-            f"{source} returned a {name}, which has no predict_proba: a binary model must give "
-            "probabilities; return a classifier (or a Pipeline ending in one), not a regressor"
+            f"{source} returned a {name}, which has no predict_proba: a {spec.task} model must give "
+            "class probabilities; return a classifier (or a Pipeline ending in one), not a regressor"
         )
     try:
         check_is_fitted(model)
@@ -331,13 +386,37 @@ def package_sklearn(spec: ModelSpec, model: Any, folder: Path, source: str) -> P
         raise UnsupportedModelError(
             f"{source} returned an unfitted {name}; fit it before returning it"
         ) from exc
+    if spec.task == "regression":
+        return
     classes = getattr(model, "classes_", None)
-    if not _binary_classes(classes):
-        shown = None if classes is None else list(classes)
+    shown = None if classes is None else np.asarray(classes).tolist()
+    k = len(spec.classes)
+    try:
+        columns = class_columns(classes, k)
+    except ValueError:
+        columns = None
+    if columns is None or (spec.task == "binary" and sorted(columns) != [0, 1]):
+        wanted = "0/1" if spec.task == "binary" else f"class-index (0..{k - 1}, into data.classes)"
         raise UnsupportedModelError(
-            f"{source} returned a {name} fitted on classes {shown}; fit it on the 0/1 target column "
+            f"{source} returned a {name} fitted on classes {shown}; fit it on the {wanted} target column "
             f"{spec.data.target!r} of train_df (context.labels(train_df))"
         )
+
+
+def package_sklearn(spec: ModelSpec, model: Any, folder: Path, source: str) -> Packaged:
+    """Save a fitted scikit-learn estimator with skops (no pickle) and load it in its serving class.
+
+    Raises:
+        UnsupportedModelError: not an estimator of the spec's task (see :func:`check_sklearn_model`),
+            not fitted, or holding types the server refuses to load.
+    """
+    import skops.io
+    from mlflow.pyfunc import PythonModelContext
+
+    from conveyor.training.pyfunc_sklearn import TRUSTED_TYPES, SklearnModel
+
+    check_sklearn_model(spec, model, source)
+    name = type(model).__name__
     model_path = folder / SKOPS_FILE
     try:
         skops.io.dump(model, model_path)
@@ -352,7 +431,7 @@ def package_sklearn(spec: ModelSpec, model: Any, folder: Path, source: str) -> P
             f"{source} returned a {name} holding types the model server refuses to load: {untrusted}; "
             "use scikit-learn's own estimators and transformers"
         )
-    served = SklearnBinaryClassifier()
+    served = SklearnModel()
     served.load_context(
         PythonModelContext(artifacts={"sklearn_model": str(model_path)}, model_config=model_config_for(spec))
     )

@@ -7,12 +7,18 @@ a user's ``kind: python`` entrypoint)::
 
 * ``train_df`` / ``eval_df``: the spec's feature columns cast as serving passes them (numerics
   float64 with NaN for missing, categoricals ``str`` or ``None``) plus the target column
-  (``context.target``) as 0/1 int64, 1 meaning ``data.positive_label``.
+  (``context.target``) encoded for the spec's task (``context.task``,
+  :func:`conveyor.tasks.encode_target`): ``binary`` 0/1 int64, 1 meaning ``data.positive_label``;
+  ``multiclass`` the label's index in ``data.classes`` (``context.classes``), int64 ``0..k-1``;
+  ``regression`` the value, float64.
 * ``params``: a copy of the spec's ``trainer.params``; ``seed``: ``trainer.seed``.
 * ``context``: a :class:`TrainContext`.
 * returns a fitted Keras model (``keras.Model``, one named input per feature: build them with
-  :meth:`TrainContext.keras_preprocessing`) or a fitted scikit-learn binary classifier or Pipeline,
-  optionally wrapped in :class:`Fitted` to report params.
+  :meth:`TrainContext.keras_preprocessing`) or a fitted scikit-learn estimator or Pipeline, optionally
+  wrapped in :class:`Fitted` to report params. What it must predict depends on the task: ``binary``
+  P(label 1) (Keras: one sigmoid unit; scikit-learn: a classifier fitted on 0/1), ``multiclass`` the
+  k class probabilities (Keras: ``Dense(k, activation="softmax")``; scikit-learn: a classifier fitted
+  on the class indices), ``regression`` the value (Keras: one linear unit; scikit-learn: a regressor).
 
 Conveyor then checks, signs, scores and logs the model (:mod:`conveyor.training.fitting`) the same
 way whichever function fitted it. ``docs/TRAINERS.md`` is the user's guide.
@@ -37,7 +43,7 @@ class Fitted:
     """A fitted model plus what its fit function wants recorded with it.
 
     Attributes:
-        model: the fitted Keras model or scikit-learn classifier.
+        model: the fitted Keras model or scikit-learn estimator.
         params: effective parameters (defaults included), logged as ``trainer.<name>`` params over the
             spec's ``trainer.params``.
         train_seconds: the time spent fitting, when the function measured it itself (default: the
@@ -106,8 +112,24 @@ class TrainContext:
         return self.spec.feature_names
 
     @property
+    def task(self) -> str:
+        """``binary``, ``multiclass`` or ``regression``: what the model predicts (the spec's ``task``)."""
+        return self.spec.task
+
+    @property
+    def classes(self) -> tuple[Any, ...]:
+        """The label set of a classification target (``data.classes``; binary ``(0, 1)`` by default);
+        the encoded target is an index into it. Empty for regression."""
+        return tuple(self.spec.classes)
+
+    @property
+    def n_outputs(self) -> int:
+        """How many values the model gives per row: k class probabilities (multiclass), else 1."""
+        return len(self.classes) if self.task == "multiclass" else 1
+
+    @property
     def target(self) -> str:
-        """The target column of the frames (0/1, 1 meaning the spec's positive label)."""
+        """The target column of the frames, encoded for the task (see the module docstring)."""
         return self.spec.data.target
 
     def features(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -115,15 +137,17 @@ class TrainContext:
         return frame[self.feature_names]
 
     def labels(self, frame: pd.DataFrame) -> np.ndarray:
-        """The 0/1 target of one of the frames as int64 (``y``)."""
-        return frame[self.target].to_numpy(dtype=np.int64)
+        """The encoded target of one of the frames (``y``): binary 0/1 int64, multiclass class index
+        int64, regression float64."""
+        dtype = np.float64 if self.task == "regression" else np.int64
+        return frame[self.target].to_numpy(dtype=dtype)
 
     def sklearn_preprocessor(self) -> Any:
         """An unfitted ``ColumnTransformer`` doing the ``sklearn_pipeline`` trainer's preprocessing.
 
         Numerics: median imputation and standard scaling; categoricals: missing as a category of its
         own, then one-hot over the spec's categories (unknown values ignored). Put it first in a
-        ``Pipeline`` ending in your classifier.
+        ``Pipeline`` ending in your classifier (or regressor).
         """
         from conveyor.training.sklearn_pipeline import build_preprocessor
 

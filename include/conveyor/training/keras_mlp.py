@@ -4,8 +4,19 @@ The model takes one named input per raw feature, so serving needs nothing but th
 file: numeric inputs are imputed (train medians baked in as constants) and normalised
 (``Normalization`` adapted on the imputed training data); categorical inputs are one-hot encoded by
 ``StringLookup`` over the spec's categories (index 0 is the out-of-vocabulary slot, which also
-takes missing values). The concatenated vector (layer ``features``) feeds Dense layers and a
-sigmoid.
+takes missing values). The concatenated vector (layer ``features``) feeds Dense layers and the
+task's head:
+
+- ``binary``: ``Dense(1, sigmoid)`` trained with binary cross-entropy (P(label 1));
+- ``multiclass``: ``Dense(k, softmax)`` (k = ``len(data.classes)``) trained with sparse categorical
+  cross-entropy on the class indices;
+- ``regression``: ``Dense(1)`` (linear) trained with mean squared error on the *standardised* target
+  (training mean and standard deviation), followed by a ``Rescaling`` layer that maps it back to the
+  target's units, so the saved model predicts values like the target's (diabetes' 25..346) while the
+  network trains on numbers near 0.
+
+Early stopping watches the validation loss (the task's loss above) on a seeded slice of
+``train_df``.
 
 ``preprocessing.json`` records the same preprocessing as plain numbers, so compression can build a
 runtime (TFLite) that preprocesses in numpy and runs only the float core.
@@ -113,16 +124,55 @@ def build_preprocessing(
     return [*numeric_inputs, *categorical_inputs], x
 
 
-def build_model(spec: ModelSpec, params: dict[str, Any], preprocessing: KerasPreprocessing) -> Any:
-    """The functional Keras model: raw inputs → impute/normalise/one-hot → Dense → sigmoid."""
+#: The loss each task's network is trained with.
+LOSSES = {
+    "binary": "binary_crossentropy",
+    "multiclass": "sparse_categorical_crossentropy",
+    "regression": "mean_squared_error",
+}
+#: Regression: the layer that maps the standardised output back to the target's units.
+RESCALING_LAYER = "prediction"
+
+
+def target_scaling(y: np.ndarray) -> tuple[float, float]:
+    """``(mean, standard deviation)`` of a regression target (deviation 1.0 for a constant target)."""
+    mean = float(np.mean(y)) if len(y) else 0.0
+    std = float(np.std(y)) if len(y) else 1.0
+    return mean, (std if np.isfinite(std) and std > 0 else 1.0)
+
+
+def build_model(
+    spec: ModelSpec,
+    params: dict[str, Any],
+    preprocessing: KerasPreprocessing,
+    scaling: tuple[float, float] = (0.0, 1.0),
+) -> tuple[Any, Any]:
+    """The functional Keras model: raw inputs → impute/normalise/one-hot → Dense → the task's head.
+
+    Returns ``(model, trained)``: ``trained`` is the network the loss is computed on; ``model``, the
+    one saved and served, shares its layers. They are the same model except for regression, where
+    ``trained`` ends in the standardised ``Dense(1)`` and ``model`` adds ``Rescaling(std, mean)``
+    (``scaling``: the training target's mean and standard deviation).
+    """
     keras, _ = import_keras()
     x = preprocessing.features
     for i, units in enumerate(params["hidden_units"]):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
         if params["dropout"] > 0:
             x = keras.layers.Dropout(params["dropout"], seed=params["seed"] + i, name=f"dropout_{i}")(x)
-    output = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
-    return keras.Model(preprocessing.inputs, output, name=f"{spec.name}_mlp")
+    name = f"{spec.name}_mlp"
+    if spec.task == "multiclass":
+        output = keras.layers.Dense(len(spec.classes), activation="softmax", name="probabilities")(x)
+    elif spec.task == "regression":
+        standardised = keras.layers.Dense(1, name="standardised")(x)
+        mean, std = scaling
+        output = keras.layers.Rescaling(std, offset=mean, name=RESCALING_LAYER)(standardised)
+        model = keras.Model(preprocessing.inputs, output, name=name)
+        return model, keras.Model(preprocessing.inputs, standardised, name=f"{name}_standardised")
+    else:
+        output = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+    model = keras.Model(preprocessing.inputs, output, name=name)
+    return model, model
 
 
 def preprocessing_document(spec: ModelSpec, model: Any, impute: list[float]) -> dict[str, Any]:
@@ -188,9 +238,10 @@ def _first_nonfinite_epoch(history: dict[str, list[float]]) -> int | None:
 def fit_keras_mlp(
     train_df: pd.DataFrame, eval_df: pd.DataFrame, params: dict[str, Any], seed: int, context: TrainContext
 ) -> Fitted:
-    """The ``keras_mlp`` fit function (see :mod:`conveyor.training.interface`).
+    """The ``keras_mlp`` fit function (see :mod:`conveyor.training.interface`) for any task.
 
-    Deterministic: the same data and seed give the same weights.
+    Deterministic: the same data and seed give the same weights. Regression trains on the
+    standardised target; the returned model predicts in the target's units (see the module docstring).
 
     Raises:
         TrainingDivergedError: the loss or the weights became NaN/inf (message names the epoch).
@@ -200,12 +251,17 @@ def fit_keras_mlp(
     params = effective_params(params, seed)
     keras.utils.set_random_seed(params["seed"])
 
-    y_train = context.labels(train_df).astype(np.float32)
+    labels = context.labels(train_df)
+    scaling = target_scaling(labels) if spec.task == "regression" else (0.0, 1.0)
+    if spec.task == "multiclass":
+        y_train = labels.astype(np.int32)
+    else:  # binary 0/1; regression standardised (the served model rescales)
+        y_train = ((labels - scaling[0]) / scaling[1]).astype(np.float32)
     preprocessing = context.keras_preprocessing(train_df)
-    model = build_model(spec, params, preprocessing)
-    model.compile(
+    model, trained = build_model(spec, params, preprocessing, scaling)
+    trained.compile(
         optimizer=keras.optimizers.Adam(learning_rate=float(params["learning_rate"])),
-        loss="binary_crossentropy",
+        loss=LOSSES[spec.task],
     )
 
     order = np.random.default_rng(params["seed"]).permutation(len(train_df))
@@ -225,7 +281,7 @@ def fit_keras_mlp(
         fit_idx = order
 
     started = time.perf_counter()
-    history = model.fit(
+    history = trained.fit(
         context.keras_inputs(train_df.iloc[fit_idx]),
         y_train[fit_idx],
         epochs=int(params["epochs"]),
@@ -257,6 +313,6 @@ def train_keras_mlp(
 
     Raises:
         TrainingDivergedError: the loss became NaN/inf (message names the epoch).
-        FeatureSchemaError: the frames lack features or a binary target.
+        FeatureSchemaError: the frames lack features or a target of the spec's task.
     """
     return fit_and_log(spec, fit_keras_mlp, train_df, eval_df, run_id, trainer=TRAINER)

@@ -1,9 +1,12 @@
 """MLflow models-from-code wrapper serving a Conveyor Keras MLP (preprocessing inside the model).
 
 MLflow copies this file into the model directory and runs it at load time, so it is
-self-contained: it imports no ``conveyor`` module and nothing heavy at import time (TensorFlow
-loads in ``load_context``). Artifacts: ``keras_model`` (the ``.keras`` file). Model config:
-``numeric_features`` and ``categorical_features`` (the spec's feature names, in order).
+self-contained: it imports no ``conveyor`` module (``pyfunc_outputs``, the output contract, ships in
+the model's ``code/`` folder) and nothing heavy at import time (TensorFlow loads in
+``load_context``). Artifacts: ``keras_model`` (the ``.keras`` file). Model config:
+``numeric_features`` and ``categorical_features`` (the spec's feature names, in order), ``task`` and
+``classes``. The network's raw output (binary: P(label 1); multiclass: the k softmax probabilities;
+regression: the value) becomes the task's output frame.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
+
+try:  # the copy shipped with the model (MLflow puts its code/ folder on sys.path)
+    from pyfunc_outputs import configured_output_frame
+except ImportError:  # imported from the package (training, tests)
+    from conveyor.pyfunc_outputs import configured_output_frame
 
 
 def keras_inputs(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> dict[str, Any]:
@@ -43,11 +51,6 @@ def _missing(value: Any) -> bool:
     return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
-def _prediction_frame(probability: Any) -> pd.DataFrame:
-    proba = np.asarray(probability, dtype=np.float64).reshape(-1)
-    return pd.DataFrame({"probability": proba, "prediction": (proba >= 0.5).astype(np.int64)})
-
-
 def _compiled_forward(model: Any) -> Any:
     """The model's inference pass as one ``tf.function`` traced once for any batch size."""
     import tensorflow as tf
@@ -64,14 +67,15 @@ def _compiled_forward(model: Any) -> Any:
     return forward
 
 
-class KerasBinaryClassifier(PythonModel):
-    """Loads the ``.keras`` model once; ``predict`` maps raw features to the contract's frame."""
+class KerasModel(PythonModel):
+    """Loads the ``.keras`` model once; ``predict`` maps raw features to the task's output frame."""
 
     def load_context(self, context: Any) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
 
         config = context.model_config or {}
+        self.config: dict[str, Any] = dict(config)
         self.numeric: list[str] = list(config.get("numeric_features", []))
         self.categorical: list[str] = list(config.get("categorical_features", []))
         self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
@@ -80,9 +84,9 @@ class KerasBinaryClassifier(PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         frame = pd.DataFrame(model_input)
         if frame.empty:
-            return _prediction_frame([])
-        probability = self._forward(keras_inputs(frame, self.numeric, self.categorical))
-        return _prediction_frame(np.asarray(probability))
+            return configured_output_frame(self.config, np.empty(0))
+        scores = self._forward(keras_inputs(frame, self.numeric, self.categorical))
+        return configured_output_frame(self.config, np.asarray(scores))
 
 
-mlflow.models.set_model(KerasBinaryClassifier())
+mlflow.models.set_model(KerasModel())

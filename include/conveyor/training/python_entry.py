@@ -84,8 +84,11 @@ def train_python(spec: ModelSpec, train_df: pd.DataFrame, eval_df: pd.DataFrame,
 
     Raises:
         EntrypointError: the entrypoint does not import, or raised (its last frame in the message).
-        UnsupportedModelError: it returned neither a fitted Keras model nor a scikit-learn classifier.
-        PredictionContractError: the model's predictions break the binary contract.
+        UnsupportedModelError: it returned neither a fitted Keras model nor a scikit-learn estimator,
+            or one of another task (a classifier for a regression spec, a regressor for a
+            classification spec, a classifier fitted on labels that are not the encoded classes).
+        PredictionContractError: the model's predictions break the task's output contract (e.g. a
+            Keras head of the wrong width, scores that are not probabilities).
     """
     entrypoint = spec.trainer.entrypoint
     if entrypoint is None:  # the spec validator requires it; a hand-built spec may still lack it

@@ -3,7 +3,9 @@
 :func:`tune` runs an Optuna study (TPE sampler seeded with ``trainer.seed``) over ``tuning.space``.
 Every trial calls the spec's own fit function (a built-in trainer's or the ``kind: python``
 entrypoint) with ``{**trainer.params, **sampled}`` and the spec's seed, scores the fitted model on
-the evaluation rows in-process (no model is saved or logged for a trial) and is recorded as an
+the evaluation rows in-process with its task's metrics (``conveyor.tasks.metrics``; the trial's value
+is ``tuning.metric``, minimised when it is in ``LOWER_IS_BETTER``, e.g. ``rmse`` or ``log_loss``,
+else maximised; no model is saved or logged for a trial) and is recorded as an
 MLflow run nested under the DAG run's run: its params, ``eval_*`` metrics, ``trial_seconds`` and
 status (``FINISHED``, or ``FAILED`` with the error in ``conveyor.tuning_error``). A trial that
 raises does not end the search; a search whose every trial failed does (:class:`TuningError`).
@@ -36,18 +38,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from conveyor.config import ModelSpec, SearchParam
+from conveyor import tasks
+from conveyor.config import LOWER_IS_BETTER, ModelSpec, SearchParam
 from conveyor.errors import PermanentError
-from conveyor.evaluation.metrics import LOWER_IS_BETTER, binary_metrics
 from conveyor.stages import TuningSummary
 from conveyor.training.base import (
     EntrypointError,
     TrainingError,
     UnsupportedModelError,
+    check_prediction_frame,
     labelled_frame,
     mlflow_client,
 )
-from conveyor.training.fitting import call_fit, describe_exception
+from conveyor.training.fitting import call_fit, check_keras_model, check_sklearn_model, describe_exception
 from conveyor.training.interface import FitFunction, TrainContext
 
 if TYPE_CHECKING:
@@ -88,7 +91,7 @@ def tune(
         TuningError: the spec has no ``tuning`` section, the space names a param the built-in trainer
             does not read, or every trial failed (the message has the last trial's error).
         EntrypointError: a ``python`` trainer's entrypoint does not import.
-        FeatureSchemaError: the frames lack the spec's features or a binary target.
+        FeatureSchemaError: the frames lack the spec's features or a target of the spec's task.
     """
     tuning = spec.tuning
     if tuning is None:
@@ -262,10 +265,10 @@ class _Search:
     def _fit_and_score(self, params: dict[str, Any]) -> dict[str, float]:
         fitted = call_fit(self.fit, self.train_frame, self.eval_frame, params, self.context)
         try:
-            probability = predicted_probabilities(fitted.model, self.eval_frame, self.context)
+            scores = predicted_scores(fitted.model, self.eval_frame, self.context)
         finally:
             _free_keras(fitted.model)
-        metrics = binary_metrics(self.context.labels(self.eval_frame), probability)
+        metrics = tasks.metrics(self.spec, self.context.labels(self.eval_frame), scores)
         value = metrics[self.metric]
         if not math.isfinite(value):
             raise ValueError(f"{self.metric} is {value} on the evaluation rows (one class only?)")
@@ -302,35 +305,40 @@ def suggest(trial: optuna.Trial, name: str, param: SearchParam) -> Any:
     return trial.suggest_float(name, low, high, step=param.step, log=param.log)
 
 
-def predicted_probabilities(model: Any, eval_frame: pd.DataFrame, context: TrainContext) -> np.ndarray:
-    """P(label == 1) for each evaluation row, straight from the fitted model (no save, no serving class).
+def predicted_scores(model: Any, eval_frame: pd.DataFrame, context: TrainContext) -> np.ndarray:
+    """The model's scores for the evaluation rows, straight from the fitted model (no save, no serving
+    class): binary P(label 1) (n,), multiclass (n, k) class probabilities, regression values (n,).
+
+    The model is held to the same checks as a logged one (its type and head for the spec's task, then
+    the output contract), so a trial of a model that could not be logged fails.
 
     Raises:
-        UnsupportedModelError: neither a Keras model nor a classifier with ``predict_proba``.
-        ValueError: not one probability per row.
+        UnsupportedModelError: neither a Keras model nor a scikit-learn estimator of the task.
+        PredictionContractError: the scores break the task's output contract.
     """
+    from conveyor.training.pyfunc_sklearn import class_scores, n_scores
+
+    spec = context.spec
+    entrypoint = context.entrypoint
+    source = f"trainer entrypoint {entrypoint!r}" if entrypoint else f"trainer {spec.trainer.kind!r}"
     keras = sys.modules.get("keras")
+    sklearn_base = sys.modules.get("sklearn.base")
     if keras is not None and isinstance(model, keras.Model):
-        raw = model.predict(context.keras_inputs(eval_frame), batch_size=4096, verbose=0)
-        probability = np.asarray(raw, dtype=np.float64).reshape(-1)
-    elif hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(context.features(eval_frame)), dtype=np.float64)
-        classes = [int(c) for c in getattr(model, "classes_", [0, 1])]
-        if proba.ndim != 2 or 1 not in classes:
-            raise UnsupportedModelError(
-                f"the model's predict_proba gave shape {proba.shape} for classes {classes}; fit it on "
-                "the 0/1 target"
-            )
-        probability = proba[:, classes.index(1)]
+        check_keras_model(spec, model, source)
+        raw = np.asarray(model.predict(context.keras_inputs(eval_frame), batch_size=4096, verbose=0))
+    elif sklearn_base is not None and isinstance(model, sklearn_base.BaseEstimator):
+        check_sklearn_model(spec, model, source)
+        k = n_scores(tasks.model_config(spec))
+        features = context.features(eval_frame)
+        raw = class_scores(model, features, k) if k else np.asarray(model.predict(features))
     else:
         kind = type(model)
         raise UnsupportedModelError(
-            f"the fit function returned {kind.__module__}.{kind.__qualname__}; return a fitted Keras "
-            "model or a scikit-learn classifier"
+            f"{source} returned {kind.__module__}.{kind.__qualname__}; return a fitted Keras model or "
+            "a scikit-learn estimator"
         )
-    if probability.shape != (len(eval_frame),):
-        raise ValueError(f"the model gave {probability.size} predictions for {len(eval_frame)} rows")
-    return probability
+    outputs = check_prediction_frame(spec, tasks.outputs(spec, raw), len(eval_frame), where=source)
+    return tasks.scores_of(spec, outputs)
 
 
 def _free_keras(model: Any) -> None:
@@ -366,8 +374,10 @@ def _fit_function(spec: ModelSpec) -> tuple[FitFunction, str | None]:
         from conveyor.training.keras_mlp import DEFAULT_PARAMS as defaults
         from conveyor.training.keras_mlp import fit_keras_mlp as fit
     elif kind == "sklearn_pipeline":
-        from conveyor.training.sklearn_pipeline import DEFAULT_PARAMS as defaults
+        from conveyor.training.sklearn_pipeline import default_params
         from conveyor.training.sklearn_pipeline import fit_sklearn_pipeline as fit
+
+        defaults = default_params(spec.task)
     else:
         raise TuningError(f"model {spec.name!r}: no fit function for trainer kind {kind!r}")
     assert spec.tuning is not None

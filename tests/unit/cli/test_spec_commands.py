@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from conveyor.cli import app
 from conveyor.config import DEFAULT_SPECS_DIR, ModelSpec, load_spec
 from conveyor.data.contracts import validate_batch
-from conveyor.data.generate import breast_cancer_batches, generate_churn
+from conveyor.data.generate import breast_cancer_batches, diabetes_batches, digits_batches, generate_churn
 from conveyor.spec_tools import load_spec_file, read_sample
 
 pytestmark = pytest.mark.unit
@@ -166,8 +166,10 @@ def test_draft_to_stdout(runner: CliRunner, churn_parquet: Path) -> None:
     ("args", "message"),
     [
         (["--target", "nope"], "--target 'nope' is not a column"),
-        (["--target", "contract"], "multiclass and regression models are not supported yet"),
-        (["--target", "churned", "--task", "regression"], "--task accepts only 'binary'"),
+        (["--target", "contract"], "not a binary 0/1 target. Draft a multiclass model (--task multiclass"),
+        (["--target", "churned", "--task", "ranking"], "--task 'ranking' is not a task type"),
+        (["--target", "monthly_charges", "--task", "multiclass"], "fractional numbers"),
+        (["--target", "contract", "--task", "regression"], "not numbers: a regression target is a number"),
         (["--target", "churned", "--id", "nope"], "--id 'nope' is not a column"),
         (["--target", "churned", "--time", "age"], "--time 'age' holds float64 values, not dates"),
         (["--target", "churned", "--name", "Bad-Name"], "a spec name is lower case"),
@@ -175,9 +177,9 @@ def test_draft_to_stdout(runner: CliRunner, churn_parquet: Path) -> None:
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(
-    runner: CliRunner, churn_parquet: Path, args: list[str], message: str
+    runner: CliRunner, churn_parquet: Path, tmp_path: Path, args: list[str], message: str
 ) -> None:
-    base = {"--name": "x", "--data": str(churn_parquet)}
+    base = {"--name": "x", "--data": str(churn_parquet), "--out": str(tmp_path / "x.yaml")}
     given = dict(zip(args[::2], args[1::2], strict=True))
     code, output = draft(runner, *[v for k, val in {**base, **given}.items() for v in (k, val)])
     assert code == 2, output
@@ -195,7 +197,7 @@ def test_a_sample_without_an_id_column_asks_for_one(
     assert "data.id_column" in output and "--id" in output
 
 
-@pytest.mark.parametrize("name", ["churn", "breast_cancer"])
+@pytest.mark.parametrize("name", ["churn", "breast_cancer", "digits", "diabetes"])
 def test_check_prints_every_stage_of_a_shipped_spec(runner: CliRunner, name: str) -> None:
     result = runner.invoke(app, ["spec", "check", name], terminal_width=200)
     assert result.exit_code == 0, result.output
@@ -203,13 +205,18 @@ def test_check_prints_every_stage_of_a_shipped_spec(runner: CliRunner, name: str
     lines = {line.strip() for line in result.output.splitlines()}
     for stage in STAGES:
         assert stage in lines, stage
-    assert "non-inferiority margin" in result.output  # both ship a negative min_improvement
+    assert "non-inferiority margin" in result.output  # all ship a negative min_improvement
+    assert "warning" not in result.output
+    spec = load_spec(name)
+    assert f"task {spec.task}:" in result.output
+    assert f"serves the {spec.task} output contract" in result.output
 
 
 def test_check_all(runner: CliRunner) -> None:
     result = runner.invoke(app, ["spec", "check", "--all"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert "churn.yaml: valid" in result.output and "breast_cancer.yaml: valid" in result.output
+    for name in ("churn", "breast_cancer", "digits", "diabetes"):
+        assert f"{name}.yaml: valid" in result.output
 
 
 def test_check_a_broken_spec_names_the_field_and_exits_1(runner: CliRunner, tmp_path: Path) -> None:
@@ -232,3 +239,45 @@ def test_a_drafted_spec_checks_clean(runner: CliRunner, churn_parquet: Path, tmp
     result = runner.invoke(app, ["spec", "check", str(out)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "task"), [("digits", "digit", "multiclass"), ("diabetes", "progression", "regression")]
+)
+def test_draft_each_task_from_landed_batches_then_check_it(
+    runner: CliRunner, tmp_path: Path, name: str, target: str, task: str
+) -> None:
+    shipped = load_spec(name)
+    batches = {"digits": digits_batches, "diabetes": diabetes_batches}[name](shipped, 3, END_DAY, seed=0)
+    root = tmp_path / "landing"
+    for day, frame in batches:
+        folder = root / f"date={day.isoformat()}"
+        folder.mkdir(parents=True)
+        frame.to_parquet(folder / "batch.parquet", index=False)
+    out = tmp_path / f"{name}_draft.yaml"
+    code, output = draft(
+        runner,
+        "--name",
+        f"{name}_draft",
+        "--data",
+        str(root),
+        "--target",
+        target,
+        "--task",
+        task,
+        "--out",
+        str(out),
+    )
+    assert code == 0, output
+    spec = load_spec_file(out)
+    assert spec.task == task and spec.feature_names == shipped.feature_names
+    if task == "multiclass":
+        assert spec.classes == shipped.classes
+    else:
+        assert spec.data.target_min == 0 and spec.data.target_max is not None and spec.data.target_max > 346
+    sample = read_sample(str(root)).frame
+    assert validate_batch(spec, sample).success
+
+    result = runner.invoke(app, ["spec", "check", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert f"task {task}:" in result.output and "warning" not in result.output

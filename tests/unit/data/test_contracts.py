@@ -17,6 +17,7 @@ from conveyor.data.contracts import (
     FailedCheck,
     ValidationReport,
     build_suite,
+    conveyor_checks,
     validate_batch,
     validate_or_raise,
 )
@@ -70,7 +71,8 @@ def test_good_churn_window_passes(churn: ModelSpec, churn_window: pd.DataFrame) 
     report = validate_or_raise(churn, churn_window)
 
     assert report.success and report.failed == []
-    assert report.evaluated == len(build_suite(churn).expectations) + len(LANDING_CHECKS)
+    assert report.evaluated == len(build_suite(churn).expectations) + len(conveyor_checks(churn))
+    assert conveyor_checks(churn) == (*LANDING_CHECKS, "class_share")
     assert report.rows == 800 and report.dates == ["2024-05-06", "2024-05-07"]
     assert "passed" in report.markdown()
 
@@ -238,10 +240,9 @@ def test_a_window_with_one_class_fails_with_a_sentence(churn: ModelSpec, churn_w
     one_class = churn_window.assign(churned=0)
     report = validate_batch(churn, one_class)
     assert not report.success
-    check = _only(report, "expect_column_distinct_values_to_contain_set", "churned")
-    assert "labels present: [0]" in check.detail and "[1] have no rows" in check.detail
-    mean = _only(report, "expect_column_mean_to_be_between", "churned")
-    assert "share of label 1 is 0;" in mean.detail and "min_class_share" in mean.detail
+    check = _only(report, "class_share", "churned")
+    assert "class(es) [1] have no rows in the window" in check.detail, check.detail
+    assert "min_class_share" in check.detail and "0: 100.0%, 1: 0.0%" in check.detail
     with pytest.raises(DataValidationError, match="have no rows in the window"):
         validate_or_raise(churn, one_class)
 
@@ -250,7 +251,8 @@ def test_a_rare_class_below_its_share_fails(churn: ModelSpec, churn_window: pd.D
     rare = churn_window.assign(churned=0)
     rare.loc[rare.index[:2], "churned"] = 1  # 2 of 800 rows: 0.25% < 1%
     report = validate_batch(churn, rare)
-    assert [c.expectation for c in report.failed] == ["expect_column_mean_to_be_between"], report.markdown()
+    assert [c.expectation for c in report.failed] == ["class_share"], report.markdown()
+    assert "class(es) 1 (0.25%, 2 rows) hold less than 1.0% of the rows" in report.failed[0].detail
 
 
 def test_duplicate_ids_show_the_rows_that_share_each_id(churn: ModelSpec, churn_window: pd.DataFrame) -> None:

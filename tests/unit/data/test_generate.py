@@ -8,15 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conveyor.config import ModelSpec
+from conveyor.config import ModelSpec, list_spec_names, load_spec
 from conveyor.data.generate import (
     CORRUPTION_KINDS,
+    DEMO_SOURCES,
     DemoDataError,
     breast_cancer_batches,
     corrupt,
+    diabetes_batches,
+    digits_batches,
     generate_churn,
     land_demo_data,
 )
+from conveyor.data.landing import landed_days, load_window
 
 from .conftest import END_DAY
 
@@ -173,3 +177,85 @@ def test_land_demo_data_needs_a_known_source(churn: ModelSpec, data_root: object
     other = churn.model_copy(update={"name": "fraud"})
     with pytest.raises(DemoDataError, match="no demo data source for model 'fraud'"):
         land_demo_data(other, days=1, end_day=END_DAY)
+
+
+def test_digits_batches_cover_every_image_once() -> None:
+    from sklearn.datasets import load_digits
+
+    spec = load_spec("digits")
+    batches = digits_batches(spec, days=14, end_day=END_DAY, seed=0)
+    assert [day for day, _ in batches] == [END_DAY - dt.timedelta(days=13 - k) for k in range(14)]
+    everything = pd.concat([frame for _, frame in batches], ignore_index=True)
+    assert len(everything) == 1797 and list(everything.columns) == spec.columns
+    assert set(everything["image_id"]) == {f"D{i:05d}" for i in range(1, 1798)}
+    assert everything["digit"].dtype == "int64" and sorted(set(everything["digit"])) == list(range(10))
+    pixels = everything[spec.feature_names]
+    assert (pixels.dtypes == "float64").all() and pixels.min().min() == 0 and pixels.max().max() == 16
+    source = load_digits(as_frame=True).frame
+    ordered = everything.set_index("image_id").sort_index()
+    assert np.array_equal(ordered["digit"].to_numpy(), source["target"].to_numpy())
+    assert np.allclose(ordered["pixel_3_4"].to_numpy(), source["pixel_3_4"].to_numpy())
+    for day, frame in batches:
+        assert (frame["event_date"].dt.date == day).all() and 120 <= len(frame) <= 130
+
+    darker = pd.concat([f for _, f in digits_batches(spec, 14, END_DAY, seed=0, drift=1.0)])
+    assert darker[spec.feature_names].mean().mean() > pixels.mean().mean() * 1.15
+    assert darker[spec.feature_names].max().max() == 16
+
+
+def test_diabetes_batches_cover_every_patient_once_in_original_units() -> None:
+    spec = load_spec("diabetes")
+    batches = diabetes_batches(spec, days=14, end_day=END_DAY, seed=0)
+    everything = pd.concat([frame for _, frame in batches], ignore_index=True)
+    assert len(everything) == 442 and list(everything.columns) == spec.columns
+    assert set(everything["patient_id"]) == {f"P{i:05d}" for i in range(1, 443)}
+    assert everything["progression"].dtype == "float64"
+    assert (everything["progression"].min(), everything["progression"].max()) == (25.0, 346.0)
+    assert set(everything["sex"]) == {1.0, 2.0} and everything["age"].between(19, 79).all()
+    other = diabetes_batches(spec, days=14, end_day=END_DAY, seed=1)
+    assert list(other[0][1]["patient_id"]) != list(batches[0][1]["patient_id"])
+    drifted = pd.concat([f for _, f in diabetes_batches(spec, 14, END_DAY, seed=0, drift=1.0)])
+    assert drifted["bmi"].mean() == pytest.approx(everything["bmi"].mean() * 1.15)
+    with pytest.raises(DemoDataError, match="1 <= days <= 442"):
+        diabetes_batches(spec, days=500, end_day=END_DAY, seed=0)
+
+
+@pytest.mark.parametrize("name", ["digits", "diabetes", "breast_cancer"])
+def test_land_demo_data_lands_a_window_that_passes_its_contract(name: str, data_root: object) -> None:
+    from conveyor.data.contracts import validate_or_raise
+
+    spec = load_spec(name)
+    uris = land_demo_data(spec, days=spec.data.window_days, end_day=END_DAY)
+    assert len(uris) == spec.data.window_days == len(landed_days(spec))
+    window = load_window(spec, END_DAY)
+    report = validate_or_raise(spec, window)
+    assert report.rows >= spec.data.min_rows and report.warnings == []
+
+
+def test_every_shipped_spec_has_demo_data() -> None:
+    assert set(list_spec_names()) <= set(DEMO_SOURCES)
+
+
+@pytest.mark.parametrize(("name", "bad"), [("digits", 10), ("breast_cancer", 2), ("diabetes", 801.0)])
+def test_a_target_corrupted_for_each_task_fails_its_contract(name: str, bad: object) -> None:
+    from conveyor.data.contracts import validate_batch
+
+    spec = load_spec(name)
+    window = pd.concat([f for _, f in land_free_batches(spec)], ignore_index=True)
+    broken = corrupt(window, spec, ["unknown_category"], seed=0)
+    hit = broken[spec.data.target] == bad
+    assert hit.sum() >= 3
+    report = validate_batch(spec, broken)
+    check = (
+        "expect_column_values_to_be_between"
+        if spec.task == "regression"
+        else "expect_column_values_to_be_in_set"
+    )
+    (failed,) = [c for c in report.failed if c.column == spec.data.target]
+    assert failed.expectation == check and failed.unexpected_count == hit.sum()
+    assert set(failed.sample_ids) <= set(broken.loc[hit, spec.data.id_column])
+
+
+def land_free_batches(spec: ModelSpec) -> list[tuple[dt.date, pd.DataFrame]]:
+    source = {"digits": digits_batches, "diabetes": diabetes_batches, "breast_cancer": breast_cancer_batches}
+    return source[spec.name](spec, spec.data.window_days, END_DAY, 0)

@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from conveyor.config import QUARANTINABLE_CHECKS, ModelSpec
 from conveyor.data.contracts import (
-    LANDING_CHECKS,
     QUARANTINE_REASON_COLUMN,
     DataValidationError,
     build_suite,
+    conveyor_checks,
     label_mix,
     label_mix_check,
     quarantine_rows,
@@ -288,7 +288,7 @@ def test_label_mix_check_passes_on_a_similar_mix_and_is_skipped_without_referenc
 
     plain = validate_batch(churn, churn_window)
     compared = validate_batch(churn, churn_window, reference_label_mix=similar)
-    assert plain.evaluated == len(build_suite(churn).expectations) + len(LANDING_CHECKS)
+    assert plain.evaluated == len(build_suite(churn).expectations) + len(conveyor_checks(churn))
     assert compared.evaluated == plain.evaluated + 1
     assert compared.success and compared.warnings == []
 

@@ -58,7 +58,7 @@ def test_score_on_snapshot_scores_the_logged_pyfunc(client: Any, spec: Any, eval
     _, uri = _logged(client, spec, "manual__1", support.GOOD_WEIGHTS)
     scored = score_on_snapshot(uri, spec, eval_df, client=client)
     expected = support.expected_probability(support.GOOD_WEIGHTS, eval_df)
-    np.testing.assert_allclose(scored.probability, expected, rtol=1e-12)
+    np.testing.assert_allclose(scored.scores, expected, rtol=1e-12)
     assert scored.metrics == binary_metrics(eval_df["label"], expected)
     assert scored.model_uri == uri
 

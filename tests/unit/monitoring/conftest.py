@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from unit.serving import support  # the serving tests' tiny spec, data and logged models
@@ -77,8 +78,9 @@ def write_log(tmp_path: Path) -> Callable[..., str]:
                     ts=ts,
                     latency_ms=2.0 + i,
                     frame=features.iloc[rows].reset_index(drop=True),
-                    probability=p[rows],
-                    prediction=(p[rows] >= 0.5).astype("int64"),
+                    outputs=pd.DataFrame(
+                        {"probability": p[rows], "prediction": (p[rows] >= 0.5).astype("int64")}
+                    ),
                     ids=frame["row_id"].iloc[rows].tolist(),
                 )
             )

@@ -216,3 +216,146 @@ def register(tracking_uri: str, registered_name: str, model_uri: str, alias: str
     if alias:
         client.set_registered_model_alias(registered_name, alias, mv.version)
     return str(mv.version)
+
+
+# --- multiclass and regression models ----------------------------------------------------------------
+
+TINY_TASK_MODEL_CODE = Path(__file__).with_name("tiny_task_model.py")
+#: The multiclass test model's labels: strings, so its ``prediction`` is a string (OIP ``BYTES``).
+LEVELS = ("low", "mid", "high")
+
+
+def write_task_spec(
+    specs_dir: Path,
+    name: str,
+    task: str,
+    registered_model_name: str | None = None,
+    *,
+    golden_tolerance: float = 1e-6,
+    min_live_accuracy: float | None = None,
+    max_live_rmse: float | None = None,
+) -> Path:
+    """A spec like :func:`write_spec`'s for a ``multiclass`` (classes :data:`LEVELS`) or ``regression``
+    model (target ``label`` in both)."""
+    path = write_spec(
+        specs_dir, name, registered_model_name, golden_tolerance=golden_tolerance, min_live_accuracy=None
+    )
+    raw = yaml.safe_load(path.read_text())
+    raw["task"] = task
+    if task == "multiclass":
+        raw["data"]["classes"] = list(LEVELS)
+        raw["monitor"]["min_live_accuracy"] = min_live_accuracy
+    else:
+        raw["monitor"]["max_live_rmse"] = max_live_rmse
+    raw["monitor"] = {k: v for k, v in raw["monitor"].items() if v is not None}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def load_spec_file(path: Path) -> Any:
+    from conveyor.config import ModelSpec
+
+    return ModelSpec.model_validate(yaml.safe_load(path.read_text()))
+
+
+def make_task_frame(task: str, n: int, seed: int = 0, start_id: int = 0, noise: float = 0.3) -> pd.DataFrame:
+    """:func:`make_frame` rows with a multiclass (:data:`LEVELS`) or regression ``label``."""
+    frame = make_frame(n, seed=seed, start_id=start_id)
+    rng = np.random.default_rng(seed + 1)
+    signal = 1.5 * frame["x1"] - 1.0 * frame["x2"] + np.where(frame["color"] == "red", 0.5, -0.5)
+    if task == "regression":
+        frame["label"] = 3.0 * signal + 10.0 + rng.normal(0, noise, n)
+    else:
+        noisy = signal + rng.normal(0, noise, n)
+        frame["label"] = np.asarray(LEVELS, dtype=object)[np.digitize(noisy, [-0.7, 0.7])]
+    return frame
+
+
+def fit_task_weights(task: str, train: pd.DataFrame) -> dict[str, Any]:
+    """Weights ``tiny_task_model.py`` rebuilds: multinomial logistic or least-squares regression."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    design = _design(train)
+    if task == "regression":
+        reg = LinearRegression().fit(design, train["label"].astype(float))
+        coef, intercept = reg.coef_.tolist(), float(reg.intercept_)
+    else:
+        y = train["label"].map({c: i for i, c in enumerate(LEVELS)}).to_numpy()
+        lr = LogisticRegression(max_iter=1000).fit(design, y)
+        coef, intercept = lr.coef_.tolist(), lr.intercept_.tolist()
+    return {
+        "numeric": ["x1", "x2"],
+        "categorical": {"color": list(COLORS)},
+        "coef": coef,
+        "intercept": intercept,
+    }
+
+
+def offline_task_scores(weights: dict[str, Any], features: pd.DataFrame) -> np.ndarray:
+    """The scores ``tiny_task_model.py`` computes for ``features`` (same arithmetic, no MLflow)."""
+    design = _design(features)
+    coef = np.asarray(weights["coef"], dtype=float)
+    if coef.ndim == 2:
+        z = design @ coef.T + np.asarray(weights["intercept"], dtype=float)
+        z -= z.max(axis=1, keepdims=True)
+        return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return design @ coef + float(weights["intercept"])
+
+
+def log_task_model(
+    tracking_uri: str,
+    spec: Any,
+    train: pd.DataFrame,
+    *,
+    artifact_root: Path,
+    golden_rows: int = 8,
+) -> tuple[str, dict[str, Any]]:
+    """Log ``tiny_task_model.py`` for ``spec`` (its task's signature, golden rows); return (URI, weights)."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    import conveyor.pyfunc_outputs
+    from conveyor import tasks
+
+    experiment_id = ensure_experiment(tracking_uri, f"conveyor/{spec.name}", artifact_root)
+    weights = fit_task_weights(spec.task, train)
+    features = train[["x1", "x2", "color"]].reset_index(drop=True)
+    golden_in = features.head(golden_rows)
+    golden_out = tasks.outputs(spec, offline_task_scores(weights, golden_in))
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("double", "x1"), ColSpec("double", "x2"), ColSpec("string", "color")]),
+        outputs=Schema([ColSpec(kind, column) for column, kind in tasks.output_types(spec)]),  # type: ignore[arg-type]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        (tmp_path / "weights.json").write_text(json.dumps(weights))
+        (tmp_path / "golden_rows.json").write_text(
+            json.dumps(
+                {
+                    "inputs": golden_in.to_dict(orient="records"),
+                    "outputs": {column: golden_out[column].tolist() for column in golden_out.columns},
+                }
+            )
+        )
+        train.head(5000).drop(columns=["row_id", "event_date"]).to_parquet(tmp_path / "reference.parquet")
+        mlflow.set_tracking_uri(tracking_uri)
+        try:
+            with mlflow.start_run(experiment_id=experiment_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(TINY_TASK_MODEL_CODE),
+                    artifacts={
+                        "weights": str(tmp_path / "weights.json"),
+                        "golden_rows": str(tmp_path / "golden_rows.json"),
+                        "reference": str(tmp_path / "reference.parquet"),
+                    },
+                    code_paths=[str(Path(conveyor.pyfunc_outputs.__file__))],
+                    model_config=tasks.model_config(spec),
+                    signature=signature,
+                    input_example=features.head(2),
+                    pip_requirements=PIP_REQUIREMENTS,
+                )
+        finally:
+            mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    return info.model_uri, weights

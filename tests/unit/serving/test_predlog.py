@@ -26,8 +26,7 @@ def _chunk(n: int, model: str = "tiny", ts: datetime | None = None) -> Predictio
         ts=ts or datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC),
         latency_ms=1.5,
         frame=pd.DataFrame({"x1": np.arange(n, dtype=float), "color": ["red"] * n}),
-        probability=np.full(n, 0.25),
-        prediction=np.zeros(n, dtype="int64"),
+        outputs=pd.DataFrame({"probability": np.full(n, 0.25), "prediction": np.zeros(n, dtype="int64")}),
         ids=list(range(100, 100 + n)),
     )
 

@@ -73,3 +73,40 @@ def keras_one_matrix_input(
 
     inputs = keras.Input(shape=(len(context.feature_names),), name="x")
     return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+
+
+def returns_classifier(
+    train_df: pd.DataFrame, eval_df: pd.DataFrame, params: dict[str, Any], seed: int, context: TrainContext
+) -> Any:
+    """A classifier of 'above the median' for whatever the task: wrong for a regression spec."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    y = context.labels(train_df)
+    model = Pipeline([("preprocess", context.sklearn_preprocessor()), ("classifier", LogisticRegression())])
+    return model.fit(context.features(train_df), (y > np.median(y)).astype(int))
+
+
+def returns_label_classifier(
+    train_df: pd.DataFrame, eval_df: pd.DataFrame, params: dict[str, Any], seed: int, context: TrainContext
+) -> Any:
+    """A multiclass classifier fitted on the decoded labels (strings), not the class indices."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    labels = [context.classes[i] for i in context.labels(train_df)]
+    model = Pipeline([("preprocess", context.sklearn_preprocessor()), ("classifier", LogisticRegression())])
+    return model.fit(context.features(train_df), labels)
+
+
+def keras_three_softmax(
+    train_df: pd.DataFrame, eval_df: pd.DataFrame, params: dict[str, Any], seed: int, context: TrainContext
+) -> Any:
+    return _keras_head(context, train_df, 3, "softmax")  # three class probabilities per row
+
+
+def keras_linear_per_class(
+    train_df: pd.DataFrame, eval_df: pd.DataFrame, params: dict[str, Any], seed: int, context: TrainContext
+) -> Any:
+    return _keras_head(context, train_df, len(context.classes), None)  # logits, not probabilities

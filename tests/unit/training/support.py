@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from conveyor.config import ModelSpec, load_spec
+from conveyor.config import ModelSpec, TrainerSpec, load_spec
 
 
 def churn_frame(n: int, seed: int = 0) -> pd.DataFrame:
@@ -64,6 +64,52 @@ def breast_cancer_frame() -> pd.DataFrame:
     return frame
 
 
+#: The label set of :func:`task_frame`'s multiclass target (strings, in spec order).
+TIERS = ("low", "mid", "high")
+
+
+def task_frame(task: str, n: int, seed: int = 0) -> pd.DataFrame:
+    """:func:`churn_frame` whose target ``outcome`` suits ``task`` and is learnable from the features.
+
+    multiclass: a customer value tier in :data:`TIERS` (strings); regression: a diabetes-scale value
+    (about 25..400) that a model only predicts well if it trains on a target of that scale.
+    """
+    frame = churn_frame(n, seed).drop(columns=["churned"])
+    rng = np.random.default_rng(seed + 1000)
+    tenure, monthly = frame["tenure_months"].to_numpy(), frame["monthly_charges"].to_numpy()
+    two_year = (frame["contract"] == "two-year").to_numpy()
+    if task == "multiclass":
+        score = tenure / 36 + 1.5 * two_year + rng.normal(0, 0.25, n)
+        frame["outcome"] = np.where(score < 0.8, TIERS[0], np.where(score < 1.6, TIERS[1], TIERS[2]))
+    elif task == "regression":
+        frame["outcome"] = 25 + 3 * tenure + 1.2 * (monthly - 20) + 60 * two_year + rng.normal(0, 10, n)
+    else:
+        raise ValueError(f"no {task} frame")
+    return frame
+
+
+def task_spec(task: str, trainer: dict[str, Any] | None = None, **changes: Any) -> ModelSpec:
+    """The churn spec predicting :func:`task_frame`'s ``outcome`` as ``task`` (classes :data:`TIERS`),
+    with ``trainer`` (default: the churn spec's) and top-level ``changes``."""
+    raw = load_spec("churn").model_dump(mode="json")
+    raw.update(task=task, gate={}, tuning=None, compression={"methods": ["none"]})
+    raw["data"]["target"] = "outcome"
+    if task == "multiclass":
+        raw["data"]["classes"] = list(TIERS)
+    raw["monitor"]["min_live_accuracy"] = None
+    if trainer is not None:
+        raw["trainer"] = trainer
+    raw.update(changes)
+    return ModelSpec.model_validate(raw)
+
+
+def cancer_spec() -> ModelSpec:
+    """The breast_cancer spec trained by the built-in scikit-learn Pipeline, untuned (these tests' fixed
+    baseline, whatever trainer the shipped spec uses)."""
+    trainer = TrainerSpec(kind="sklearn_pipeline", seed=7, params={"C": 1.0, "max_iter": 500})
+    return load_spec("breast_cancer").model_copy(update={"trainer": trainer, "tuning": None})
+
+
 def tiny_keras_spec(**params: Any) -> ModelSpec:
     """The churn spec with a tiny, fast network (override any trainer param)."""
     spec = load_spec("churn")
@@ -114,22 +160,27 @@ def assert_model_contract(spec: ModelSpec, model_uri: str, eval_df: pd.DataFrame
     import mlflow
     import yaml
 
+    from conveyor import tasks
+
     model = mlflow.pyfunc.load_model(model_uri)
     features = eval_df[spec.feature_names]
     out = model.predict(features)
-    assert list(out.columns) == ["probability", "prediction"]
-    assert str(out["probability"].dtype) == "float64" and str(out["prediction"].dtype) == "int64"
-    assert len(out) == len(features)
-    assert out["probability"].between(0, 1).all()
-    assert (out["prediction"] == (out["probability"] >= 0.5).astype(int)).all()
+    tasks.check_outputs(spec, out, len(features), where="the loaded model")
+    if spec.task == "binary":
+        assert list(out.columns) == ["probability", "prediction"]
+        assert (out["prediction"] == (out["probability"] >= 0.5).astype(int)).all()
 
     local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path / "contract-model")))
     golden = json.loads((local / "artifacts" / "golden_rows.json").read_text())
     assert len(golden["inputs"]) == spec.deploy.golden_rows
     assert set(golden["inputs"][0]) == set(spec.feature_names)
     replay = model.predict(pd.DataFrame(golden["inputs"]))
-    np.testing.assert_allclose(replay["probability"], golden["outputs"]["probability"], atol=1e-6)
-    assert replay["prediction"].tolist() == golden["outputs"]["prediction"]
+    assert list(golden["outputs"]) == list(out.columns)
+    for column in out.columns:
+        if column == "prediction" and spec.task != "regression":
+            assert replay[column].tolist() == golden["outputs"][column]  # labels exactly
+        else:
+            np.testing.assert_allclose(replay[column], golden["outputs"][column], rtol=1e-6, atol=1e-6)
 
     reference = pd.read_parquet(local / "artifacts" / "reference.parquet")
     assert list(reference.columns) == [*spec.feature_names, spec.data.target]
@@ -142,10 +193,11 @@ def assert_model_contract(spec: ModelSpec, model_uri: str, eval_df: pd.DataFrame
         *((f.name, "string") for f in spec.categorical_features),
     ]
     outputs = json.loads(mlmodel["signature"]["outputs"])
-    assert [(c["name"], c["type"]) for c in outputs] == [
-        ("probability", "double"),
-        ("prediction", "long"),
-    ]
+    assert [(c["name"], c["type"]) for c in outputs] == tasks.output_types(spec)
+    if spec.task == "binary":
+        assert tasks.output_types(spec) == [("probability", "double"), ("prediction", "long")]
+    config = mlmodel["flavors"]["python_function"]["config"]
+    assert config["task"] == spec.task and config["classes"] == list(spec.classes)
     requirements = (local / "requirements.txt").read_text().split()
     assert requirements and all("==" in r for r in requirements), requirements
     assert any(r.startswith("mlflow-skinny==") for r in requirements)

@@ -68,7 +68,7 @@ def test_target_vector_rejects_missing_and_non_binary_labels() -> None:
     frame.loc[0, "churned"] = 2.0
     frame.loc[1, "churned"] = 0.0
     frame.loc[2, "churned"] = 1.0
-    with pytest.raises(FeatureSchemaError, match="binary"):
+    with pytest.raises(FeatureSchemaError, match=r"labels \['2.0'\] outside data.classes \[0, 1\]"):
         target_vector(spec, frame)
 
 
@@ -101,7 +101,7 @@ def test_golden_rows_keep_missing_values_as_null(tmp_path: Path) -> None:
     eval_df.loc[0, "total_charges"] = np.nan
     eval_df.loc[1, "contract"] = None
     path = write_golden_rows(
-        spec, lambda rows: prediction_frame(np.linspace(0, 1, len(rows))), eval_df, tmp_path / "g.json"
+        spec, lambda rows: prediction_frame(spec, np.linspace(0, 1, len(rows))), eval_df, tmp_path / "g.json"
     )
     golden = json.loads(path.read_text())
     assert len(golden["inputs"]) == spec.deploy.golden_rows

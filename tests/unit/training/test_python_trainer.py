@@ -20,7 +20,7 @@ from conveyor.training import (
 )
 from conveyor.training.sklearn_pipeline import train_sklearn_pipeline
 
-from .support import breast_cancer_frame, churn_frame
+from .support import breast_cancer_frame, cancer_spec, churn_frame
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +33,7 @@ CHURN_TRAIN, CHURN_EVAL = CHURN.iloc[:480], CHURN.iloc[480:]
 def python_spec(entrypoint: str, base: str = "breast_cancer", **params: Any) -> ModelSpec:
     spec = load_spec(base)
     trainer = TrainerSpec(kind="python", entrypoint=entrypoint, seed=7, params=params)
-    return spec.model_copy(update={"trainer": trainer})
+    return spec.model_copy(update={"trainer": trainer, "tuning": None})
 
 
 def test_spec_requires_a_well_formed_entrypoint_for_python_only() -> None:
@@ -92,9 +92,7 @@ def test_keras_example_with_categoricals_trains_logs_and_serves(
 
 def test_a_built_in_fit_function_is_a_valid_entrypoint(new_run: Callable[[], str]) -> None:
     spec = python_spec("conveyor.training.sklearn_pipeline:fit_sklearn_pipeline")
-    built_in = load_spec("breast_cancer").model_copy(
-        update={"trainer": TrainerSpec(kind="sklearn_pipeline", seed=7)}
-    )
+    built_in = cancer_spec().model_copy(update={"trainer": TrainerSpec(kind="sklearn_pipeline", seed=7)})
     as_python = train(spec, CANCER_TRAIN, CANCER_EVAL, new_run())
     as_built_in = train_sklearn_pipeline(built_in, CANCER_TRAIN, CANCER_EVAL, new_run())
     assert as_python.metrics == as_built_in.metrics

@@ -13,7 +13,7 @@ from conveyor.config import load_spec
 from conveyor.training import train
 from conveyor.training.sklearn_pipeline import train_sklearn_pipeline
 
-from .support import breast_cancer_frame, churn_frame
+from .support import breast_cancer_frame, cancer_spec, churn_frame
 
 pytestmark = pytest.mark.unit
 
@@ -23,7 +23,7 @@ def test_breast_cancer_pipeline_scores_and_is_recorded_in_the_run(
 ) -> None:
     from mlflow import MlflowClient
 
-    spec = load_spec("breast_cancer")
+    spec = cancer_spec()
     frame = breast_cancer_frame()
     train_df, eval_df = frame.iloc[::2], frame.iloc[1::2]
     run_id = new_run()
@@ -48,7 +48,7 @@ def test_same_data_and_seed_give_the_same_model_with_categoricals(new_run: Calla
     import mlflow
 
     spec = load_spec("churn").model_copy(
-        update={"trainer": load_spec("breast_cancer").trainer.model_copy(update={"seed": 3})}
+        update={"trainer": cancer_spec().trainer.model_copy(update={"seed": 3})}
     )
     frame = churn_frame(600, seed=5)
     frame.loc[frame.index[:15], "contract"] = None
@@ -75,7 +75,7 @@ def test_pipeline_file_holds_only_trusted_types(new_run: Callable[[], str], tmp_
 
     from conveyor.training.pyfunc_sklearn import TRUSTED_TYPES
 
-    spec = load_spec("churn").model_copy(update={"trainer": load_spec("breast_cancer").trainer})
+    spec = load_spec("churn").model_copy(update={"trainer": cancer_spec().trainer})
     frame = churn_frame(200, seed=1)
     result = train_sklearn_pipeline(spec, frame.iloc[:150], frame.iloc[150:], new_run())
     local = Path(mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path)))

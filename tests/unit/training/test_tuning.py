@@ -10,13 +10,13 @@ from typing import Any
 import pydantic
 import pytest
 
-from conveyor.config import ModelSpec, TrainerSpec, TuningSpec, load_spec
+from conveyor.config import ModelSpec, TrainerSpec, TuningSpec
 from conveyor.errors import PermanentError
 from conveyor.stages import TrainResult
 from conveyor.training import TrainContext, train
 from conveyor.training.tuning import TRIAL_ERROR_TAG, TUNING_TAG, TuningError
 
-from .support import breast_cancer_frame
+from .support import breast_cancer_frame, cancer_spec
 
 pytestmark = pytest.mark.unit
 
@@ -64,7 +64,7 @@ C_SPACE = {"C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True}}
 
 
 def tuned_spec(trainer: TrainerSpec | None = None, **tuning: Any) -> ModelSpec:
-    spec = load_spec("breast_cancer")
+    spec = cancer_spec()
     return ModelSpec.model_validate(
         {
             **spec.model_dump(),
