@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from conveyor import tasks
-from conveyor.compression.tflite import CompressionError
+from conveyor.compression.tflite import PREPROCESSING_FILE, CompressionError
 from conveyor.stages import CompressionResult, VariantReport  # the stage contract's models
 from conveyor.training.base import (
     TrainResult,
@@ -72,14 +72,35 @@ def compress(
     if not methods:
         reason = "the spec asks for no compression (compression.methods: [none])"
         result = _uncompressed(train_result, primary, budget, reason)
-    elif train_result.trainer != "keras_mlp":
-        reason = f"{methods} need a Keras model; a {train_result.trainer} model ships uncompressed"
-        result = _uncompressed(train_result, primary, budget, reason)
     else:
         with tracking_scope():
-            result = _compress_keras(spec, train_result, eval_df, run_id, methods)
+            if _has_preprocessing(train_result.model_uri):
+                result = _compress_keras(spec, train_result, eval_df, run_id, methods)
+            else:
+                reason = (
+                    f"{methods} need a Keras model on Conveyor's preprocessing (the keras_mlp trainer, or "
+                    f"a fit function built on context.keras_preprocessing); this {train_result.trainer} "
+                    "model ships uncompressed"
+                )
+                result = _uncompressed(train_result, primary, budget, reason)
     _log_decision(run_id, result)
     return result
+
+
+def _has_preprocessing(model_uri: str) -> bool:
+    """Whether the logged model carries ``preprocessing.json`` (what a TFLite variant is built from)."""
+    import mlflow.artifacts
+
+    from conveyor.registry.versions import ModelUriError, resolve_artifact_location
+
+    try:
+        location = resolve_artifact_location(mlflow_client(), model_uri)
+    except ModelUriError:  # no such model: nothing to build a variant from
+        return False
+    listed = mlflow.artifacts.list_artifacts(
+        artifact_uri=f"{location}/artifacts", tracking_uri=tracking_uri()
+    )
+    return any(Path(item.path).name == PREPROCESSING_FILE for item in listed)
 
 
 def _uncompressed(train_result: TrainResult, primary: str, budget: float, reason: str) -> CompressionResult:

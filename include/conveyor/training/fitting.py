@@ -161,7 +161,33 @@ def call_fit(
         returned = fit(train_frame, eval_frame, params, context.seed, context)
     else:
         returned = _call_user_fit(fit, context.entrypoint, train_frame, eval_frame, params, context)
-    return returned if isinstance(returned, Fitted) else Fitted(model=returned)
+    fitted = returned if isinstance(returned, Fitted) else Fitted(model=returned)
+    if fitted.preprocessing is None:
+        document = _built_preprocessing(context, fitted.model)
+        if document is not None:
+            fitted = Fitted(fitted.model, fitted.params, fitted.train_seconds, document)
+    return fitted
+
+
+def _built_preprocessing(context: TrainContext, model: Any) -> dict[str, Any] | None:
+    """``preprocessing.json`` of a Keras model built on ``context.keras_preprocessing``'s layers.
+
+    Those layers are the built-in MLP's, so the model's float core after them converts to TFLite and
+    the numpy preprocessing of the TFLite wrapper reproduces them. ``None`` for any other model.
+    """
+    keras = sys.modules.get("keras")
+    if keras is None or not isinstance(model, keras.Model) or not context.built_preprocessing:
+        return None
+    from conveyor.training.keras_mlp import FEATURES_LAYER, preprocessing_document
+
+    try:
+        layer = model.get_layer(FEATURES_LAYER)
+    except ValueError:
+        return None
+    for built in context.built_preprocessing:
+        if getattr(built.features, "_keras_history", (None,))[0] is layer:
+            return preprocessing_document(context.spec, model, built.impute)
+    return None
 
 
 def _call_user_fit(

@@ -84,11 +84,15 @@ class TrainContext:
         spec: the validated model spec.
         run_id: the DAG run's MLflow run the model is logged into.
         entrypoint: the ``kind: python`` entrypoint being run (``None`` for a built-in trainer).
+        built_preprocessing: what :meth:`keras_preprocessing` built during this fit; a Keras model
+            built on one of them gets its ``preprocessing.json`` written, so it compresses to TFLite
+            like the built-in MLP.
     """
 
     spec: ModelSpec
     run_id: str
     entrypoint: str | None = None
+    built_preprocessing: list[KerasPreprocessing] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def spec_name(self) -> str:
@@ -163,7 +167,9 @@ class TrainContext:
 
         impute = impute_values(self.spec, train_df)
         inputs, features = build_preprocessing(self.spec, train_df, impute)
-        return KerasPreprocessing(inputs=inputs, features=features, impute=impute)
+        built = KerasPreprocessing(inputs=inputs, features=features, impute=impute)
+        self.built_preprocessing.append(built)  # so a model built on it can be compressed to TFLite
+        return built
 
     def keras_inputs(self, frame: pd.DataFrame) -> dict[str, Any]:
         """A frame's features as the named tensors a Conveyor Keras model takes (for ``fit``/``predict``)."""

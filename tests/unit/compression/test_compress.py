@@ -98,10 +98,32 @@ def test_sklearn_models_and_method_none_ship_uncompressed(
     )
     result = compress(spec, sklearn_result, *frames, new_run())
     assert (result.chosen, result.model_uri, result.variants) == ("none", "models:/m-never-downloaded", [])
-    assert "Keras" in result.reason
+    assert "Keras" in result.reason and "ships uncompressed" in result.reason
 
     no_methods = spec.model_copy(
         update={"compression": spec.compression.model_copy(update={"methods": ("none",)})}
     )
     result = compress(no_methods, keras_trained, *frames, new_run())
     assert (result.chosen, result.model_uri, result.variants) == ("none", keras_trained.model_uri, [])
+
+
+def test_a_user_keras_model_on_conveyors_preprocessing_compresses_like_the_built_in(
+    frames: tuple[pd.DataFrame, pd.DataFrame], new_run: Callable[[], str]
+) -> None:
+    """``kind: python`` with a Keras model built on ``context.keras_preprocessing`` gets its
+    ``preprocessing.json`` written at fit time, so its TFLite variant is built and chosen."""
+    from conveyor.config import TrainerSpec
+    from conveyor.training import train
+
+    base = tiny_keras_spec()
+    trainer = TrainerSpec(
+        kind="python",
+        entrypoint="conveyor_examples.keras_custom:train",
+        seed=7,
+        params={"epochs": 4, "units": 8},
+    )
+    spec = base.model_copy(update={"trainer": trainer})
+    trained = train(spec, *frames, new_run())
+    result = compress(spec, trained, *frames, new_run())
+    assert result.chosen == "tflite_dynamic_range", result.reason
+    assert result.model_uri != trained.model_uri
