@@ -51,7 +51,9 @@ from conveyor.serving.validation import (
     Batch,
     batch_from_oip,
     batch_from_scoring_body,
+    echo,
     input_columns,
+    out_of_contract,
     parse_json,
 )
 from conveyor.settings import Settings, get_settings
@@ -360,8 +362,9 @@ def _check_requested_outputs(spec: ModelSpec, requested: tuple[str, ...] | None)
     unknown = sorted(set(requested) - set(columns))
     if unknown:
         raise InvalidInput(
-            f"unknown output(s) {unknown}; the {spec.task} model returns {', '.join(columns)}",
-            [{"output": o, "message": "not an output of this model"} for o in unknown],
+            f"unknown output(s) {', '.join(echo(o) for o in unknown[:10])}; the {spec.task} model returns "
+            f"{', '.join(columns)}",
+            [{"output": echo(o), "message": "not an output of this model"} for o in unknown[:50]],
             status=400,
         )
 
@@ -381,6 +384,24 @@ def _prediction_counts(spec: ModelSpec, outputs: pd.DataFrame) -> list[tuple[str
 
 
 def _predict(model: LoadedModel, batch: Batch) -> pd.DataFrame:
+    """The model's outputs for ``batch``. A model that fails on values outside the spec's data
+    contract (a range or category it never saw) is the request's fault: a 422 naming them."""
+    try:
+        return _predict_checked(model, batch)
+    except ServingError as exc:
+        if exc.status < 500:
+            raise
+        problems = out_of_contract(model.spec, batch.frame)
+        if not problems:
+            raise
+        raise InvalidInput(
+            f"the model could not score values outside its data contract: {problems[0]['message']}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            problems,
+        ) from None
+
+
+def _predict_checked(model: LoadedModel, batch: Batch) -> pd.DataFrame:
     from mlflow.exceptions import MlflowException
 
     try:

@@ -40,6 +40,13 @@ OIP_DATATYPES: dict[str, tuple[str, ...]] = {
     "boolean": ("BOOL",),
 }
 _SCORING_FORMATS = ("dataframe_split", "dataframe_records", "inputs")
+# The largest magnitude each numeric column type holds (an int beyond them cannot even become a float).
+_FLOAT_LIMITS = {"double": 1.7976931348623157e308, "float": 3.4028234663852886e38}
+_INT_LIMITS = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
+# How deep an OIP tensor's data may nest (shape [n] or [n, 1] needs two levels).
+_MAX_DEPTH = 32
+# Names a client sent are echoed at most this long (a 100 KB column name is not sent back).
+_MAX_ECHO = 80
 # Stands for a key a record lacks, already reported once as "row i lacks column c".
 _ABSENT = object()
 
@@ -115,6 +122,12 @@ def parse_json(raw: bytes) -> Any:
             [{"line": exc.lineno, "column_number": exc.colno, "message": exc.msg}],
             status=400,
         ) from None
+    except RecursionError:
+        raise InvalidInput(
+            "JSON nested too deeply: a request is an object of rows or columns", status=400
+        ) from None
+    except ValueError as exc:  # e.g. an integer literal of more than 4,300 digits
+        raise InvalidInput(f"unreadable JSON value: {_clip(str(exc), 120)}", status=400) from None
 
 
 def batch_from_scoring_body(
@@ -129,8 +142,9 @@ def batch_from_scoring_body(
     unknown = sorted(set(body) - {*_SCORING_FORMATS, "params"})
     if unknown:
         raise InvalidInput(
-            f"unknown top-level field(s) {unknown}; the body takes exactly one of {list(_SCORING_FORMATS)}",
-            [{"field": k, "message": "unknown field"} for k in unknown],
+            f"unknown top-level field(s) {', '.join(echo(k) for k in unknown[:10])}; the body takes exactly "
+            f"one of {list(_SCORING_FORMATS)}",
+            [{"field": _clip(k), "message": "unknown field"} for k in unknown[:_MAX_PROBLEMS]],
             status=400,
         )
     if len(formats) != 1:
@@ -218,24 +232,27 @@ def batch_from_oip(
         name, shape, datatype, values = tensor["name"], tensor["shape"], tensor["datatype"], tensor["data"]
         if not isinstance(name, str):
             raise InvalidInput(f"inputs[{i}].name must be a string", status=400)
+        shown = echo(name)
         if name in data:
-            raise InvalidInput(f"tensor {name!r} appears twice in inputs", [{"column": name}], 400)
+            raise InvalidInput(f"tensor {shown} appears twice in inputs", [{"column": _clip(name)}], 400)
         if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 0 for d in shape)):
-            raise InvalidInput(f"tensor {name!r}: shape must be a list of non-negative integers", status=400)
+            raise InvalidInput(f"tensor {shown}: shape must be a list of non-negative integers", status=400)
         flat = _flatten(values)
         if flat is None:
-            raise InvalidInput(f"tensor {name!r}: data must be a (nested) list of values", status=400)
+            raise InvalidInput(
+                f"tensor {shown}: data must be a list of values, nested at most {_MAX_DEPTH} deep", status=400
+            )
         size = math.prod(shape)
         if size != len(flat):
             raise InvalidInput(
-                f"tensor {name!r}: shape {shape} holds {size} values but data has {len(flat)}",
-                [{"column": name, "message": "shape and data disagree"}],
+                f"tensor {shown}: shape {_clip(str(shape))} holds {size} values but data has {len(flat)}",
+                [{"column": _clip(name), "message": "shape and data disagree"}],
                 400,
             )
         if any(d != 1 for d in shape[1:]):
             raise InvalidInput(
-                f"tensor {name!r}: shape {shape} is not one value per row; send shape [n] or [n, 1]",
-                [{"column": name, "message": "one column per tensor"}],
+                f"tensor {shown}: shape {_clip(str(shape))} is not one value per row; send [n] or [n, 1]",
+                [{"column": _clip(name), "message": "one column per tensor"}],
                 400,
             )
         col = by_name.get(name)
@@ -244,7 +261,7 @@ def batch_from_oip(
                 {
                     "column": name,
                     "row": None,
-                    "message": f"datatype {datatype!r} does not fit a {col.kind} column; "
+                    "message": f"datatype {echo(datatype)} does not fit a {col.kind} column; "
                     f"send {col.oip_datatype}",
                 }
             )
@@ -329,12 +346,12 @@ def _columnar_batch(
 
     known = {c.name for c in columns}
     problems: list[dict[str, Any]] = []
-    for name in sorted(set(data) - known - {id_column}):
+    for name in sorted(set(data) - known - {id_column})[:_MAX_PROBLEMS]:
         problems.append(
             {
-                "column": name,
+                "column": _clip(name),
                 "row": None,
-                "message": f"unknown column {name!r}; the model takes {sorted(known)} "
+                "message": f"unknown column {echo(name)}; the model takes {_clip(str(sorted(known)), 400)} "
                 f"(plus the optional id column {id_column!r})",
             }
         )
@@ -404,13 +421,18 @@ def _cell_problem(col: ColumnSchema, value: Any) -> str | None:
     if kind in ("double", "float"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"expected a number ({kind}), got {_json_type(value)} {_preview(value)}"
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return f"expected a finite number, got {value}"
+        if not -_FLOAT_LIMITS[kind] <= value <= _FLOAT_LIMITS[kind]:
+            return f"number {_preview(value)} is outside the range of a {kind}"
     elif kind in ("long", "integer"):
         if isinstance(value, bool) or not (
             isinstance(value, int) or (isinstance(value, float) and value.is_integer())
         ):
             return f"expected an integer ({kind}), got {_json_type(value)} {_preview(value)}"
+        low, high = _INT_LIMITS[kind]
+        if not low <= value <= high:
+            return f"integer {_preview(value)} is outside the range of a {kind}"
     elif kind in ("string", "datetime", "binary"):
         if not isinstance(value, str):
             return f"expected a string, got {_json_type(value)} {_preview(value)}"
@@ -430,17 +452,27 @@ def _describe(problem: dict[str, Any]) -> str:
 
 
 def _flatten(values: Any) -> list[Any] | None:
+    """The values of a (nested) list, depth first; ``None`` when it is not a list or nests deeper
+    than ``_MAX_DEPTH`` (iterative, so no input can exhaust the stack)."""
     if not isinstance(values, list):
         return None
     out: list[Any] = []
-    for v in values:
-        if isinstance(v, list):
-            inner = _flatten(v)
-            if inner is None:
+    stack: list[tuple[list[Any], int]] = [(values, 0)]
+    iterators = [iter(values)]
+    while iterators:
+        try:
+            value = next(iterators[-1])
+        except StopIteration:
+            iterators.pop()
+            stack.pop()
+            continue
+        if isinstance(value, list):
+            if len(stack) >= _MAX_DEPTH:
                 return None
-            out.extend(inner)
+            stack.append((value, len(stack)))
+            iterators.append(iter(value))
         else:
-            out.append(v)
+            out.append(value)
     return out
 
 
@@ -465,5 +497,66 @@ def _json_type(value: Any) -> str:
 
 
 def _preview(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
+    try:
+        text = json.dumps(value, default=str)
+    except (ValueError, RecursionError):  # an int too long to print, or nesting too deep
+        text = f"<{_json_type(value)}>"
+    return _clip(text, 40)
+
+
+def _clip(text: str, limit: int = _MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} chars)"
+
+
+def echo(name: Any) -> str:
+    """A name the client sent, quoted and cut short for an error message."""
+    return _clip(repr(name) if isinstance(name, str) else _preview(name))
+
+
+def out_of_contract(spec: ModelSpec, frame: pd.DataFrame, limit: int = _MAX_PROBLEMS) -> list[dict[str, Any]]:
+    """Cells of ``frame`` outside the spec's data contract: a numeric feature beyond its ``min``/``max``,
+    a categorical one outside its categories (each problem names the column, row and bound).
+
+    Serving answers such rows (the model may still score them); when the model fails on them, the
+    failure is the request's and this list is its 422.
+    """
+    import numpy as np
+
+    problems: list[dict[str, Any]] = []
+    for feature in spec.numeric_features:
+        if feature.name not in frame.columns or len(problems) >= limit:
+            continue
+        values = np.asarray(frame[feature.name], dtype="float64")
+        low = -np.inf if feature.min is None else feature.min
+        high = np.inf if feature.max is None else feature.max
+        for row in np.flatnonzero((values < low) | (values > high))[: limit - len(problems)]:
+            problems.append(
+                {
+                    "column": feature.name,
+                    "row": int(row),
+                    "message": f"column {feature.name!r} row {int(row)}: {_preview(float(values[row]))} is "
+                    f"outside the contract's range [{_bound(feature.min)}, {_bound(feature.max)}]",
+                }
+            )
+    for categorical in spec.categorical_features:
+        if categorical.name not in frame.columns or len(problems) >= limit:
+            continue
+        allowed = set(categorical.categories)
+        for row, value in enumerate(frame[categorical.name].tolist()):
+            if value is not None and value not in allowed:
+                problems.append(
+                    {
+                        "column": categorical.name,
+                        "row": row,
+                        "message": f"column {categorical.name!r} row {row}: {echo(value)} is not one of "
+                        f"the contract's categories {list(categorical.categories)}",
+                    }
+                )
+                if len(problems) >= limit:
+                    break
+    return problems
+
+
+def _bound(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:g}"

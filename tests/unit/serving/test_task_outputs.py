@@ -158,7 +158,7 @@ def test_requested_outputs_narrow_the_answer_and_unknown_ones_are_refused(
 
     refused = client.post("/v2/models/levels/infer", json=_oip(rows, outputs=[{"name": "probability"}]))
     assert refused.status_code == 400
-    assert "unknown output(s) ['probability']" in refused.json()["error"]
+    assert "unknown output(s) 'probability';" in refused.json()["error"]
     assert "probability_low" in refused.json()["error"]
 
     rows = _rows(task_models, "amount")

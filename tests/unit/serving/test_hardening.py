@@ -1,0 +1,75 @@
+"""Client input never gets a 5xx: hostile numbers, nesting and names get a 4xx that says what is wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .test_app import _assert_error, _post_split
+
+pytestmark = pytest.mark.unit
+
+
+def _post_raw(client: Any, body: str, path: str = "/models/tiny/invocations") -> Any:
+    return client.post(path, content=body.encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("digits", [400, 5000])
+def test_an_integer_of_hundreds_or_thousands_of_digits_is_a_4xx(app_client: Any, digits: int) -> None:
+    number = "9" * digits
+    body = '{"dataframe_split": {"columns": ["x1", "x2", "color"], "data": [[NUMBER, 0.2, "red"]]}}'
+    body = body.replace("NUMBER", number)
+    response = _post_raw(app_client, body)
+    assert 400 <= response.status_code < 500, response.text
+    assert "Traceback" not in response.text and len(response.text) < 2000, response.text[:500]
+
+
+def test_a_number_beyond_a_double_is_named(app_client: Any) -> None:
+    body = _assert_error(_post_split(app_client, ["x1", "x2", "color"], [[10**400, 0.2, "red"]]), 422, "'x1'")
+    assert "outside the range of a double" in body["error"]
+
+
+def test_json_nested_a_thousand_deep_is_a_400(app_client: Any) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    _assert_error(_post_raw(app_client, '{"inputs": ' + deep + "}"), 400)
+    # 900 levels: within what the JSON parser takes, far beyond what a tensor's data may nest
+    data = "[" * 900 + "0.5" + "]" * 900
+    body = (
+        '{"inputs": [{"name": "x1", "shape": [1], "datatype": "FP64", "data": DATA},'
+        ' {"name": "x2", "shape": [1], "datatype": "FP64", "data": [0.1]}]}'
+    ).replace("DATA", data)
+    _assert_error(_post_raw(app_client, body, "/v2/models/tiny/infer"), 400, "nested at most")
+
+
+def test_names_the_client_sent_are_echoed_truncated(app_client: Any) -> None:
+    name = "c" * 100_000
+    response = _post_split(app_client, ["x1", "x2", "color", name], [[0.1, 0.2, "red", 1.0]])
+    body = _assert_error(response, 422, "unknown column")
+    assert len(response.text) < 5000, len(response.text)
+    assert "(100002 chars)" in body["error"]
+    response = app_client.post("/models/tiny/invocations", json={name: 1, "inputs": []})
+    assert response.status_code == 400 and len(response.text) < 5000
+
+
+def test_values_outside_the_contract_that_break_the_model_are_a_422_naming_them(app_client: Any) -> None:
+    """A model that cannot score 1e300 in a column whose contract is [-10, 10] fails the request's
+    way: 422 naming the column, the row and the range, not a 500 blaming the model."""
+    model = app_client.app.state.server.slots["tiny"].serving
+
+    class Overflowing:
+        metadata = model.pyfunc.metadata
+
+        def predict(self, frame: Any) -> Any:
+            raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
+
+    original, model.pyfunc = model.pyfunc, Overflowing()
+    try:
+        response = _post_split(app_client, ["x1", "x2", "color"], [[0.1, 0.2, "red"], [1e300, 0.2, "red"]])
+        body = _assert_error(response, 422, "outside its data contract", "'x1' row 1", "[-10, 10]")
+        assert body["detail"][0] == {"column": "x1", "row": 1, "message": body["detail"][0]["message"]}
+        # in-contract rows that break the model are still the model's fault: 500
+        response = _post_split(app_client, ["x1", "x2", "color"], [[0.1, 0.2, "red"]])
+        _assert_error(response, 500, "failed to predict")
+    finally:
+        model.pyfunc = original
