@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "conveyor-model-server"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Admin bodies are a version number and a few options.
+MAX_ADMIN_BODY_BYTES = 64 * 1024
 _UNKNOWN = "_unknown"
 #: Open Inference Protocol datatype of each MLflow output type (``conveyor.tasks.output_types``).
 OIP_OUTPUT_DATATYPES = {"double": "FP64", "long": "INT64", "string": "BYTES"}
@@ -136,6 +138,10 @@ def create_app(
     _install_error_handlers(app)
 
     def require_admin(request: Request) -> None:
+        admin_check(request.headers)
+
+    def admin_check(headers: Mapping[str, str]) -> None:
+        """The admin token and body size, from the headers alone (the gate runs before any body read)."""
         token = settings.model_server_token
         if not token:
             raise ServingError(
@@ -143,7 +149,7 @@ def create_app(
                 "admin routes are disabled because this server has no admin token: set "
                 "CONVEYOR_MODEL_SERVER_TOKEN in the server's environment and restart it",
             )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        scheme, _, given = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
             raise ServingError(
                 401,
@@ -151,6 +157,13 @@ def create_app(
                 "token (CONVEYOR_MODEL_SERVER_TOKEN)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_ADMIN_BODY_BYTES:
+            raise ServingError(
+                413, f"admin request body of {length} bytes exceeds {MAX_ADMIN_BODY_BYTES} bytes"
+            )
+
+    app.add_middleware(_AdminGate, check=admin_check)
 
     # -- health -------------------------------------------------------------------------------------
 
@@ -256,9 +269,7 @@ def create_app(
             slot, model = server.serving(name)
             version = model.version
             _check_content(request, max_body_bytes)
-            raw = await request.body()
-            if len(raw) > max_body_bytes:
-                raise ServingError(413, f"request body of {len(raw)} bytes exceeds {max_body_bytes} bytes")
+            raw = await _read_body(request, max_body_bytes)
             # Parsing, validation, prediction and rendering are CPU work: off the event loop, so a
             # 10,000-row batch never stalls the other requests (or /health) for its duration.
             batch, outputs, counts, response = await run_in_threadpool(
@@ -467,10 +478,43 @@ def _format(
 def _check_content(request: Request, max_body_bytes: int) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type and "json" not in content_type.lower():
-        raise ServingError(415, f"content type {content_type!r} is not supported; send application/json")
+        raise ServingError(415, f"content type {echo(content_type)} is not supported; send application/json")
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_body_bytes:
         raise ServingError(413, f"request body of {length} bytes exceeds {max_body_bytes} bytes")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes: a chunked body without
+    a Content-Length is never read whole first."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServingError(413, f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _AdminGate:
+    """ASGI middleware: ``/admin/`` requests are checked (token, declared size) before anything reads
+    their body, so an unauthenticated client cannot make the server read or parse 100 MB."""
+
+    def __init__(self, app: Any, check: Callable[[Mapping[str, str]], None]) -> None:
+        self.app = app
+        self.check = check
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and str(scope.get("path", "")).startswith("/admin/"):
+            from starlette.datastructures import Headers
+
+            try:
+                self.check(Headers(scope=scope))
+            except ServingError as exc:
+                await _error_response(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _error_event(

@@ -73,3 +73,38 @@ def test_values_outside_the_contract_that_break_the_model_are_a_422_naming_them(
         _assert_error(response, 500, "failed to predict")
     finally:
         model.pyfunc = original
+
+
+def test_admin_token_and_size_are_checked_before_the_body_is_read(app_client: Any, admin: Any) -> None:
+    """A malformed body without the token is a 401, not a 400: nobody parses it first."""
+    for path in ("/admin/models/tiny/stage", "/admin/models/tiny/promote"):
+        response = app_client.post(path, content=b"{not json", headers={"content-type": "application/json"})
+        body = _assert_error(response, 401, "Bearer")
+        assert response.headers["www-authenticate"] == "Bearer", body
+    big = b'{"version": "1", "pad": "' + b"x" * 100_000 + b'"}'
+    response = app_client.post(
+        "/admin/models/tiny/stage", content=big, headers={**admin, "content-type": "application/json"}
+    )
+    _assert_error(response, 413, "admin request body")
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit() -> None:
+    """A body without a Content-Length is read chunk by chunk and refused as soon as it passes the
+    limit: the rest of a 50 KB stream is never read (nor a 200 MB one)."""
+    import asyncio
+
+    from conveyor.serving.app import _read_body
+    from conveyor.serving.errors import ServingError
+
+    read: list[int] = []
+
+    class Streaming:
+        async def stream(self) -> Any:
+            for i in range(50):
+                read.append(i)
+                yield b"r" * 1000
+
+    with pytest.raises(ServingError) as refused:
+        asyncio.run(_read_body(Streaming(), 2000))  # type: ignore[arg-type]
+    assert refused.value.status == 413 and "exceeds 2000 bytes" in refused.value.message
+    assert len(read) == 3
