@@ -417,6 +417,10 @@ class DeploySpec(_Frozen):
     golden_rows: int = Field(default=8, ge=1)
     latency_budget_ms: float = Field(default=250.0, gt=0)
     golden_tolerance: float = Field(default=1e-4, ge=0)
+    #: A served row with values outside the data contract (a numeric feature beyond its min/max, an
+    #: unknown category): ``flag`` answers it and marks it ``out_of_contract`` in the prediction log
+    #: for monitoring; ``reject`` refuses the request (422 naming column, row and range).
+    out_of_contract: Literal["flag", "reject"] = "flag"
 
 
 class MonitorSpec(_Frozen):

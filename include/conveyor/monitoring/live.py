@@ -40,6 +40,7 @@ LOG_COLUMNS = (
     "latency_ms",
     "status",
     "error",
+    "out_of_contract",
 )
 LABEL_COLUMN = "label"
 
@@ -269,7 +270,16 @@ def _traffic(predictions: pd.DataFrame, errors: pd.DataFrame) -> dict[str, Any]:
     n_client = int(((status >= 400) & (status < 500)).sum())
     n_server = int((status >= 500).sum())
     n_requests = len(requests) + len(errors)
+    flagged: dict[str, int] = {}
+    if "out_of_contract" in predictions.columns:
+        for columns in predictions["out_of_contract"].dropna():
+            for column in columns:
+                flagged[column] = flagged.get(column, 0) + 1
+    n_flagged = int(predictions["out_of_contract"].notna().sum()) if "out_of_contract" in predictions else 0
     return {
+        # rows served with values outside the data contract (deploy.out_of_contract: flag), per column
+        "n_out_of_contract": n_flagged,
+        "out_of_contract_columns": flagged,
         "n_predictions": len(predictions),
         "n_requests": n_requests,
         "n_errors": len(errors),

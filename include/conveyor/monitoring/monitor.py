@@ -318,6 +318,7 @@ def _log_to_mlflow(client: Any, spec: ModelSpec, report: MonitorReport, html: Pa
         "n_requests": report.live["n_requests"],
         "n_server_errors": report.live["n_server_errors"],
         "n_client_errors": report.live["n_client_errors"],
+        "n_out_of_contract": report.live.get("n_out_of_contract", 0),
     }
     if report.live.get("p95_latency_ms") is not None:
         metrics["p95_latency_ms"] = report.live["p95_latency_ms"]

@@ -304,6 +304,7 @@ def create_app(
                 frame=batch.frame,
                 outputs=outputs,
                 ids=batch.ids,
+                spec=slot.spec,
             )
         )
         response.headers["X-Request-ID"] = request_id
@@ -360,6 +361,15 @@ def _answer(
         _check_requested_outputs(spec, batch.requested_outputs)
     else:
         batch = batch_from_scoring_body(body, model.columns, spec, max_rows)
+    if spec.deploy.out_of_contract == "reject":
+        problems = out_of_contract(spec, batch.frame)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise InvalidInput(
+                f"values outside the data contract (deploy.out_of_contract: reject): "
+                f"{problems[0]['message']}{more}",
+                problems,
+            )
     outputs = _predict(model, batch)
     response = _format(route, name, model, spec, batch, outputs, batch.request_id or request_id)
     return batch, outputs, _prediction_counts(spec, outputs), response

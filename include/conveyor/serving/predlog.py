@@ -36,9 +36,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.data.storage import filesystem, join_uri
+from conveyor.serving.validation import contract_violations
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from conveyor.config import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class PredictionChunk:
     #: The model's checked output frame (the task's contract columns, one row per input row).
     outputs: pd.DataFrame
     ids: list[Any] | None = None
+    #: The model's spec: rows with values outside its data contract are flagged (``out_of_contract``).
+    spec: ModelSpec | None = None
 
     @property
     def n_rows(self) -> int:
@@ -77,6 +82,7 @@ class PredictionChunk:
         ts = self.ts.isoformat()
         features = self.frame.to_dict(orient="records")
         per_row = _output_fields(self.outputs)
+        flagged = contract_violations(self.spec, self.frame) if self.spec is not None else {}
         out = []
         for i, row in enumerate(features):
             event = {
@@ -91,6 +97,8 @@ class PredictionChunk:
                 **per_row[i],
                 "latency_ms": round(self.latency_ms, 3),
             }
+            if i in flagged:
+                event["out_of_contract"] = flagged[i]
             out.append(json.dumps(event, default=str))
         return out
 

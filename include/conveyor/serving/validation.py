@@ -514,47 +514,56 @@ def echo(name: Any) -> str:
     return _clip(repr(name) if isinstance(name, str) else _preview(name))
 
 
-def out_of_contract(spec: ModelSpec, frame: pd.DataFrame, limit: int = _MAX_PROBLEMS) -> list[dict[str, Any]]:
-    """Cells of ``frame`` outside the spec's data contract: a numeric feature beyond its ``min``/``max``,
-    a categorical one outside its categories (each problem names the column, row and bound).
+def contract_violations(spec: ModelSpec, frame: pd.DataFrame) -> dict[int, list[str]]:
+    """Row → the columns whose value is outside the spec's data contract: a numeric feature beyond its
+    ``min``/``max``, a categorical one outside its categories (missing values are not violations).
 
-    Serving answers such rows (the model may still score them); when the model fails on them, the
-    failure is the request's and this list is its 422.
+    Vectorised (one comparison over the numeric block, ``isin`` per categorical), so the prediction
+    log can flag every row off the request path.
     """
     import numpy as np
 
-    problems: list[dict[str, Any]] = []
-    for feature in spec.numeric_features:
-        if feature.name not in frame.columns or len(problems) >= limit:
-            continue
-        values = np.asarray(frame[feature.name], dtype="float64")
-        low = -np.inf if feature.min is None else feature.min
-        high = np.inf if feature.max is None else feature.max
-        for row in np.flatnonzero((values < low) | (values > high))[: limit - len(problems)]:
-            problems.append(
-                {
-                    "column": feature.name,
-                    "row": int(row),
-                    "message": f"column {feature.name!r} row {int(row)}: {_preview(float(values[row]))} is "
-                    f"outside the contract's range [{_bound(feature.min)}, {_bound(feature.max)}]",
-                }
-            )
+    flagged: dict[int, list[str]] = {}
+    numeric = [f for f in spec.numeric_features if f.name in frame.columns and (f.min, f.max) != (None, None)]
+    if numeric and len(frame):
+        values = frame[[f.name for f in numeric]].to_numpy(dtype="float64", na_value=np.nan)
+        low = np.asarray([-np.inf if f.min is None else f.min for f in numeric])
+        high = np.asarray([np.inf if f.max is None else f.max for f in numeric])
+        with np.errstate(invalid="ignore"):
+            rows, cols = np.nonzero((values < low) | (values > high))
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+            flagged.setdefault(row, []).append(numeric[col].name)
     for categorical in spec.categorical_features:
-        if categorical.name not in frame.columns or len(problems) >= limit:
+        if categorical.name not in frame.columns:
             continue
-        allowed = set(categorical.categories)
-        for row, value in enumerate(frame[categorical.name].tolist()):
-            if value is not None and value not in allowed:
-                problems.append(
-                    {
-                        "column": categorical.name,
-                        "row": row,
-                        "message": f"column {categorical.name!r} row {row}: {echo(value)} is not one of "
-                        f"the contract's categories {list(categorical.categories)}",
-                    }
-                )
-                if len(problems) >= limit:
-                    break
+        column = frame[categorical.name]
+        bad = column.notna().to_numpy() & ~column.isin(categorical.categories).to_numpy()
+        for row in np.flatnonzero(bad).tolist():
+            flagged.setdefault(row, []).append(categorical.name)
+    return dict(sorted(flagged.items()))
+
+
+def out_of_contract(spec: ModelSpec, frame: pd.DataFrame, limit: int = _MAX_PROBLEMS) -> list[dict[str, Any]]:
+    """:func:`contract_violations` as 4xx problems, each naming the column, the row, the value and the
+    contract's range or categories (at most ``limit``)."""
+    numeric = {f.name: f for f in spec.numeric_features}
+    categories = {f.name: list(f.categories) for f in spec.categorical_features}
+    problems: list[dict[str, Any]] = []
+    for row, names in contract_violations(spec, frame).items():
+        for name in names:
+            value = frame[name].iloc[row]
+            if name in categories:
+                bound = f"is not one of the contract's categories {categories[name]}"
+                shown = echo(value)
+            else:
+                low, high = _bound(numeric[name].min), _bound(numeric[name].max)
+                bound = f"is outside the contract's range [{low}, {high}]"
+                shown = _preview(float(value))
+            problems.append(
+                {"column": name, "row": row, "message": f"column {name!r} row {row}: {shown} {bound}"}
+            )
+            if len(problems) >= limit:
+                return problems
     return problems
 
 

@@ -62,6 +62,7 @@ def write_log(tmp_path: Path) -> Callable[..., str]:
         probability: Any = None,
         errors: list[dict[str, Any]] | None = None,
         request_size: int = 50,
+        spec: Any = None,
     ) -> str:
         writer = PredictionLogWriter(root, writer="test-writer")
         writer.start()
@@ -82,6 +83,7 @@ def write_log(tmp_path: Path) -> Callable[..., str]:
                         {"probability": p[rows], "prediction": (p[rows] >= 0.5).astype("int64")}
                     ),
                     ids=frame["row_id"].iloc[rows].tolist(),
+                    spec=spec,
                 )
             )
         for event in errors or []:

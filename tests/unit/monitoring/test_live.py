@@ -106,3 +106,17 @@ def test_live_quality_without_labels(spec: Any, write_log: Any, support_module: 
     quality = live_quality(spec, log)
     assert quality["metrics"] is None and quality["n_labelled"] == 0
     assert quality["per_version"]["1"]["n_predictions"] == 10
+
+
+def test_rows_served_outside_the_contract_are_counted_per_column(
+    spec: Any, write_log: Any, support_module: Any
+) -> None:
+    frame = support_module.make_frame(10, seed=5)
+    frame.loc[2, "x1"] = 99.0  # the spec's range is [-10, 10]
+    frame.loc[[3, 4], "color"] = "ultraviolet"
+    root = write_log(frame, ts=NOW - timedelta(days=1), spec=spec)
+    log = read_prediction_log(spec, NOW - timedelta(days=7), NOW, data_root=root)
+    quality = live_quality(spec, log)
+    assert quality["n_out_of_contract"] == 3
+    assert quality["out_of_contract_columns"] == {"x1": 1, "color": 2}
+    assert quality["per_version"]["1"]["n_out_of_contract"] == 3

@@ -108,3 +108,37 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit() -> None:
         asyncio.run(_read_body(Streaming(), 2000))  # type: ignore[arg-type]
     assert refused.value.status == 413 and "exceeds 2000 bytes" in refused.value.message
     assert len(read) == 3
+
+
+def test_out_of_contract_rows_are_answered_and_flagged_in_the_prediction_log(
+    app_client: Any, tmp_path: Any
+) -> None:
+    """The default policy (``deploy.out_of_contract: flag``): answered, and marked for monitoring."""
+    import json
+
+    rows = [[0.1, 0.2, "red"], [50.0, 0.2, "red"], [0.1, -0.2, "purple"]]
+    response = _post_split(app_client, ["x1", "x2", "color"], rows)
+    assert response.status_code == 200, response.text
+    assert app_client.app.state.predlog.flush(10)
+    (log,) = (tmp_path / "data" / "predictions" / "tiny").glob("date=*/*.jsonl")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e.get("out_of_contract") for e in events] == [None, ["x1"], ["color"]]
+
+
+def test_the_reject_policy_refuses_out_of_contract_rows_naming_them(
+    make_settings: Any, start_app: Any, tmp_path: Any
+) -> None:
+    import yaml
+
+    from .support import write_spec
+
+    specs = tmp_path / "reject-specs"
+    path = write_spec(specs, "tiny", "conveyor-test-tiny")
+    raw = yaml.safe_load(path.read_text())
+    raw["deploy"]["out_of_contract"] = "reject"
+    path.write_text(yaml.safe_dump(raw))
+    client = start_app(make_settings(specs_dir=specs))
+    response = _post_split(client, ["x1", "x2", "color"], [[0.1, 0.2, "red"], [0.1, 11.5, "red"]])
+    body = _assert_error(response, 422, "deploy.out_of_contract: reject", "'x2' row 1", "[-10, 10]")
+    assert body["detail"][0]["column"] == "x2" and body["detail"][0]["row"] == 1
+    assert _post_split(client, ["x1", "x2", "color"], [[0.1, 0.2, "red"]]).status_code == 200
