@@ -100,6 +100,28 @@ def gate_details(tags: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _serve_champion_again(server: Any, spec: ModelSpec, swapped_in: str) -> None:
+    """After a swap whose champion move failed: reload ``@champion`` in the server (best effort; the
+    server's own reconciliation and readiness report what this cannot fix)."""
+    try:
+        result = server.reload(spec.name)
+        log.warning(
+            "%s: champion did not move to v%s; the server went back to champion (%s)",
+            spec.registered_model_name,
+            swapped_in,
+            getattr(result, "version", result),
+        )
+    except Exception:
+        log.exception(
+            "%s: champion did not move to v%s and the server could not reload champion; it may serve "
+            "v%s until reloaded (POST /admin/models/%s/reload)",
+            spec.registered_model_name,
+            swapped_in,
+            swapped_in,
+            spec.name,
+        )
+
+
 def deploy_candidate(
     client: Any,
     server: Any,
@@ -143,17 +165,23 @@ def deploy_candidate(
             "fix the model and register a new challenger."
         )
     server.promote(spec.name, version)
-    entry = set_alias(
-        client,
-        name,
-        CHAMPION,
-        version,
-        expected_version=expected_champion,
-        actor=actor,
-        reason=f"deployed after server checks: {summary}",
-        dag_run_id=dag_run_id,
-        details={"stage_report": summary, **gate_details(client.get_model_version(name, version).tags)},
-    )
+    try:
+        entry = set_alias(
+            client,
+            name,
+            CHAMPION,
+            version,
+            expected_version=expected_champion,
+            actor=actor,
+            reason=f"deployed after server checks: {summary}",
+            dag_run_id=dag_run_id,
+            details={"stage_report": summary, **gate_details(client.get_model_version(name, version).tags)},
+        )
+    except BaseException:
+        # champion did not move (a conflict, or the registry failed): the server goes back to what
+        # champion names, so it never serves a version the registry does not call champion.
+        _serve_champion_again(server, spec, version)
+        raise
     client.set_model_version_tag(name, version, STATUS_TAG, "deployed")
     client.set_model_version_tag(name, version, DEPLOYED_AT_TAG, datetime.now(UTC).isoformat())
     log.info("%s v%s is champion and serving (previous: v%s)", name, version, expected_champion)
