@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""
     model_server_url: str = "http://127.0.0.1:8000"
     model_server_token: str = ""
+    #: How often the model server reconciles with the registry and the specs folder (seconds; 0: never).
+    model_server_reconcile_s: float = 5.0
     airflow_port: int = 8080
     mlflow_port: int = 5000
     model_server_port: int = 8000

@@ -120,9 +120,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         predlog.start()
         server.start_loading()
+        server.start_reconciling(settings.model_server_reconcile_s)
         try:
             yield
         finally:
+            server.stop_reconciling()
             predlog.close()
 
     app = FastAPI(

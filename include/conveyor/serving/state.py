@@ -143,6 +143,10 @@ class ModelSlot:
         self.error: str | None = None
         self.swap_lock = threading.Lock()
         self.load_lock = threading.Lock()
+        # reconciliation: the (champion, serving) difference seen by the last pass, and a champion
+        # version that failed to load or its golden rows (not retried until champion moves again)
+        self.mismatch_seen: tuple[str, str | None] | None = None
+        self.refused_champion: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -546,6 +550,81 @@ class ModelServer:
             changed=old_version != staged.version,
             at=_now(),
         )
+
+    # -- reconciliation -----------------------------------------------------------------------------
+
+    def start_reconciling(self, interval_s: float) -> threading.Thread | None:
+        """Reconcile with the registry every ``interval_s`` seconds in a daemon thread (0: never)."""
+        if interval_s <= 0:
+            return None
+        self._stop_reconciling = threading.Event()
+
+        def loop() -> None:
+            self.initial_load_done.wait()
+            while not self._stop_reconciling.wait(interval_s):
+                try:
+                    self.reconcile()
+                except Exception:  # a registry outage must not end the loop
+                    log.exception("reconciling with the registry failed; trying again in %.0f s", interval_s)
+
+        thread = threading.Thread(target=loop, name="reconciler", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_reconciling(self) -> None:
+        stop = getattr(self, "_stop_reconciling", None)
+        if stop is not None:
+            stop.set()
+
+    def reconcile(self) -> dict[str, str]:
+        """One pass that makes the server what the registry and the specs folder say it should be.
+
+        - Specs added to the folder get a slot (:meth:`refresh_specs`); a model whose spec left the
+          folder is dropped (requests for it get the 404 that names the served models).
+        - For every model not pinned: when ``@champion`` names another version than the one served,
+          in two passes running (so a deploy between its swap and its champion move is not undone),
+          it reloads champion (artifact hash and golden rows checked, :meth:`reload`). A champion
+          that fails is not retried until champion moves again; the old version keeps serving.
+
+        Returns:
+            model → what the pass did, for the models it changed or tried to.
+        """
+        self.refresh_specs()
+        done: dict[str, str] = {}
+        removed = [name for name, slot in self.slots.items() if slot.spec_removed]
+        if removed:
+            with self._specs_lock:
+                self.slots = {n: slot for n, slot in self.slots.items() if n not in removed}
+            for name in removed:
+                self.metrics.model_ready.labels(name).set(0)
+                log.warning("dropped %s: its spec left %s", name, self.specs_dir)
+                done[name] = "dropped (spec removed)"
+        for name, slot in list(self.slots.items()):
+            if slot.pinned_version is not None or slot.state == LOADING:
+                continue
+            try:
+                champion = loader.resolve_champion(self.settings, slot.spec)
+            except NoChampion:
+                continue
+            serving = slot.serving.version if slot.serving is not None else None
+            if champion == serving or champion == slot.refused_champion:
+                slot.mismatch_seen = None
+                continue
+            if slot.mismatch_seen != (champion, serving):
+                slot.mismatch_seen = (champion, serving)  # act if the next pass sees it too
+                continue
+            slot.mismatch_seen = None
+            try:
+                result = self.reload(name)
+            except ServingError as exc:
+                slot.refused_champion = champion
+                log.error("not serving champion v%s of %s: %s", champion, name, exc.message)
+                done[name] = f"kept v{serving}: {exc.message}"
+                continue
+            slot.refused_champion = None
+            log.info("%s follows champion: v%s -> v%s", name, serving, result.version)
+            done[name] = f"v{serving} -> v{result.version}"
+        return done
 
     def reload(self, name: str) -> ReloadResult:
         """Load ``@champion`` (or the pinned version) again and swap it in when it answers its golden rows.

@@ -91,6 +91,7 @@ def make_settings(store: Store, specs_dir: Path, server_home: Path, tmp_path: Pa
             "mlflow_tracking_uri": store.tracking_uri,
             "data_root": (tmp_path / "data").as_uri(),
             "model_server_token": TOKEN,
+            "model_server_reconcile_s": 0,  # tests call reconcile() themselves
         }
         values.update(overrides)
         return Settings(**values)
