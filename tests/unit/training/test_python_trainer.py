@@ -83,9 +83,11 @@ def test_keras_example_with_categoricals_trains_logs_and_serves(
     rows.loc[rows.index[1], "total_charges"] = np.nan  # imputed inside the model
     assert np.isfinite(model.predict(rows)["probability"]).all()
     artifacts = tmp_path / "contract-model" / "artifacts"  # where check_model_contract downloaded it
+    # built on context.keras_preprocessing, so it carries what TFLite compression needs
     assert sorted(p.name for p in artifacts.iterdir()) == [
         "golden_rows.json",
         "model.keras",
+        "preprocessing.json",
         "reference.parquet",
     ]
 
