@@ -423,12 +423,12 @@ def test_the_trigger_form_submits_in_a_browser(
     with browser.chromium() as driver:
         browser.log_in(driver, info.airflow_url, info.airflow_username, info.airflow_password)
         for dag_id in (TRAIN_COLD, TRAIN):  # the form comes from the same code for every spec
-            dialog = browser.open_trigger_form(driver, info.airflow_url, dag_id)
-            assert browser.form_errors(dialog) == [], dag_id
-        browser.submit(driver, dialog)  # TRAIN, every Param at its default
-        dialog = browser.open_trigger_form(driver, info.airflow_url, TRAIN)
-        browser.choose(dialog, "gate_mode", "dry_run")
-        browser.submit(driver, dialog)
+            browser.open_trigger_form(driver, info.airflow_url, dag_id)
+            assert browser.form_errors(driver) == [], dag_id
+        browser.submit(driver)  # TRAIN, every Param at its default
+        browser.open_trigger_form(driver, info.airflow_url, TRAIN)
+        browser.choose(driver, "gate_mode", "dry_run")
+        browser.submit(driver)
     runs = browser.wait_for(
         af, lambda a: (r := a.dag_runs(TRAIN, run_after_gte=started)) and len(r) >= 2 and r, what="two runs"
     )

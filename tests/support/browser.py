@@ -54,10 +54,19 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[Any]:
 
 
 def wait_for(driver: Any, find: Any, timeout: float = 30, what: str = "element") -> Any:
-    """Poll ``find(driver)`` until it returns something truthy; fail naming ``what`` and the page."""
+    """Poll ``find(driver)`` until it returns something truthy; fail naming ``what`` and the page.
+
+    A React re-render can replace an element between finding and reading it: such a poll counts
+    as "not yet" and is tried again.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        found = find(driver)
+        try:
+            found = find(driver)
+        except StaleElementReferenceException:
+            found = None
         if found:
             return found
         if time.monotonic() > deadline:
@@ -67,13 +76,32 @@ def wait_for(driver: Any, find: Any, timeout: float = 30, what: str = "element")
         time.sleep(0.25)
 
 
+def _until_done(driver: Any, action: Any, what: str, timeout: float = 30) -> Any:
+    """Run ``action()`` until it completes without meeting an element a re-render replaced."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def attempt(_: Any) -> Any:
+        try:
+            return (action(),)
+        except StaleElementReferenceException:
+            return None
+
+    return wait_for(driver, attempt, timeout=timeout, what=what)[0]
+
+
 def buttons(driver: Any, text: str) -> list[Any]:
-    """Visible buttons whose text is exactly ``text``."""
+    """Visible buttons whose text is exactly ``text`` (ones a re-render just removed are skipped)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return [
-        b for b in driver.find_elements(By.TAG_NAME, "button") if b.is_displayed() and b.text.strip() == text
-    ]
+    found = []
+    for b in driver.find_elements(By.TAG_NAME, "button"):
+        try:
+            if b.is_displayed() and b.text.strip() == text:
+                found.append(b)
+        except StaleElementReferenceException:
+            continue
+    return found
 
 
 def log_in(driver: Any, base_url: str, username: str, password: str) -> None:
@@ -88,12 +116,10 @@ def log_in(driver: Any, base_url: str, username: str, password: str) -> None:
     wait_for(driver, lambda d: "/auth/login" not in d.current_url, what="page after signing in")
 
 
-def open_trigger_form(driver: Any, base_url: str, dag_id: str) -> Any:
-    """Open the DAG's page and its Trigger dialog; returns the dialog element."""
+def trigger_dialog(driver: Any) -> Any:
+    """The open trigger dialog, found afresh (React may have re-rendered the one found before)."""
     from selenium.webdriver.common.by import By
 
-    driver.get(f"{base_url}/dags/{dag_id}")
-    wait_for(driver, lambda d: buttons(d, "Trigger"), what=f"Trigger button of {dag_id}")[0].click()
     return wait_for(
         driver,
         lambda d: [
@@ -103,31 +129,63 @@ def open_trigger_form(driver: Any, base_url: str, dag_id: str) -> Any:
     )[0]
 
 
-def form_errors(dialog: Any) -> list[str]:
-    """Fields the form marks invalid (their labels), e.g. a required field left empty."""
+def open_trigger_form(driver: Any, base_url: str, dag_id: str) -> None:
+    """Open the DAG's page and its Trigger dialog, and wait until its Param fields are drawn."""
     from selenium.webdriver.common.by import By
 
-    invalid = dialog.find_elements(By.CSS_SELECTOR, "[aria-invalid=true], [data-invalid]")
-    return [e.get_attribute("id") or e.get_attribute("name") or e.tag_name for e in invalid]
+    driver.get(f"{base_url}/dags/{dag_id}")
+
+    def click_trigger() -> None:
+        wait_for(driver, lambda d: buttons(d, "Trigger"), what=f"Trigger button of {dag_id}")[0].click()
+
+    _until_done(driver, click_trigger, what=f"a click on the Trigger button of {dag_id}")
+    wait_for(
+        driver,
+        lambda d: trigger_dialog(d).find_elements(By.CSS_SELECTOR, "[id^=element_]"),
+        what="the trigger dialog's Param fields",
+    )
 
 
-def choose(dialog: Any, param: str, option: str) -> None:
+def form_errors(driver: Any) -> list[str]:
+    """Fields the open trigger form marks invalid (their labels), e.g. a required field left empty."""
+    from selenium.webdriver.common.by import By
+
+    def read() -> list[str]:
+        invalid = trigger_dialog(driver).find_elements(By.CSS_SELECTOR, "[aria-invalid=true], [data-invalid]")
+        return [e.get_attribute("id") or e.get_attribute("name") or e.tag_name for e in invalid]
+
+    return list(_until_done(driver, read, what="the form's invalid fields"))
+
+
+def choose(driver: Any, param: str, option: str) -> None:
     """Pick ``option`` in the select of Param ``param`` (a react-select combobox)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    box = dialog.find_element(By.CSS_SELECTOR, f"#element_{param} input[role=combobox]")
-    box.send_keys(option)
-    box.send_keys(Keys.ENTER)
-    hidden = dialog.find_element(By.CSS_SELECTOR, f"input[type=hidden][name=element_{param}]")
-    assert hidden.get_attribute("value") == option, f"{param} shows {hidden.get_attribute('value')!r}"
+    def pick() -> str:
+        dialog = trigger_dialog(driver)
+        box = dialog.find_element(By.CSS_SELECTOR, f"#element_{param} input[role=combobox]")
+        box.send_keys(option)
+        box.send_keys(Keys.ENTER)
+        hidden = trigger_dialog(driver).find_element(
+            By.CSS_SELECTOR, f"input[type=hidden][name=element_{param}]"
+        )
+        return str(hidden.get_attribute("value"))
+
+    shown = _until_done(driver, pick, what=f"{param} set to {option}")
+    assert shown == option, f"{param} shows {shown!r}"
 
 
-def submit(driver: Any, dialog: Any) -> None:
-    """Press the dialog's Trigger button (it must be enabled) and wait for the dialog to close."""
-    (button,) = [b for b in buttons(driver, "Trigger") if _inside(dialog, b)]
-    assert button.is_enabled(), f"the Trigger button is disabled; invalid fields: {form_errors(dialog)}"
-    button.click()
+def submit(driver: Any) -> None:
+    """Press the open dialog's Trigger button (it must be enabled) and wait for the dialog to close."""
+
+    def button() -> Any:
+        dialog = trigger_dialog(driver)
+        (found,) = [b for b in buttons(driver, "Trigger") if _inside(dialog, b)]
+        assert found.is_enabled(), f"the Trigger button is disabled; invalid fields: {form_errors(driver)}"
+        return found
+
+    _until_done(driver, lambda: button().click(), what="a click on the dialog's Trigger button")
     wait_for(driver, lambda d: not _still_open(d), timeout=30, what="closed trigger dialog")
 
 

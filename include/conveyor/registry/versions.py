@@ -135,12 +135,25 @@ def find_version_by_run(client: MlflowClient, spec: ModelSpec, dag_run_id: str) 
     return _ref(found[0]) if found else None
 
 
+# What MLflow (the registered-model metadata it adds on download) and Python (bytecode caches) write
+# into a model's folder when the model is read; never part of what was registered.
+_READER_FILES = frozenset({"registered_model_meta"})
+
+
+def _written_by_readers(rel: str) -> bool:
+    parts = rel.split("/")
+    return rel in _READER_FILES or "__pycache__" in parts[:-1]
+
+
 def artifact_sha256(path: str | Path) -> str:
     """A stable SHA-256 of a model directory (or a single file).
 
     Files are taken in order of their ``/``-separated relative paths; for each the digest takes the
     path's length and bytes, the content's length and the content. Renaming, moving, adding or
-    changing any file changes the hash; timestamps and permissions do not.
+    changing any file changes the hash; timestamps and permissions do not. Files that reading a
+    model writes beside it are not the model and are left out: MLflow's ``registered_model_meta``
+    (written into a local store by ``mlflow models serve -m models:/name/1`` or
+    ``pyfunc.load_model``) and Python's ``__pycache__`` folders.
 
     Args:
         path: A local directory (or file).
@@ -152,7 +165,11 @@ def artifact_sha256(path: str | Path) -> str:
     if root.is_file():
         files = [(root.name, root)]
     elif root.is_dir():
-        files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+        files = sorted(
+            (rel, p)
+            for p in root.rglob("*")
+            if p.is_file() and not _written_by_readers(rel := p.relative_to(root).as_posix())
+        )
     else:
         raise FileNotFoundError(f"cannot hash {root}: no such file or directory")
     digest = hashlib.sha256()

@@ -18,6 +18,7 @@ from conveyor.registry.versions import (
     register_version,
 )
 from unit.registry import support
+from unit.training.support import use_tracking_uri
 
 pytestmark = pytest.mark.unit
 
@@ -189,6 +190,26 @@ def test_sha_of_a_logged_model_matches_its_files(
     assert Path(copy) != Path(location.removeprefix("file://"))
     assert (Path(copy) / "MLmodel").exists()
     assert model_artifact_sha256(client, model_uri) == artifact_sha256(copy)
+
+
+def test_reading_a_version_through_mlflow_does_not_change_its_hash(
+    client: Any, spec: Any, logged: tuple[str, str]
+) -> None:
+    """MLflow writes ``registered_model_meta`` into a local store when a version is read in place
+    (``mlflow models serve -m models:/name/1``, ``pyfunc.load_model``), and Python may leave
+    ``__pycache__`` beside a model's code: neither is the model, so neither may make it unservable."""
+    import mlflow.artifacts
+
+    run_id, model_uri = logged
+    result = register_version(client, spec, model_uri, run_id, DAG_RUN, LINEAGE)
+    with use_tracking_uri(client.tracking_uri):  # models:/ resolves through the global registry URI
+        in_place = Path(mlflow.artifacts.download_artifacts(artifact_uri=result.model_uri))
+    assert (in_place / "registered_model_meta").exists()  # MLflow wrote into the store itself
+    (in_place / "code" / "__pycache__").mkdir(parents=True, exist_ok=True)
+    (in_place / "code" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\x00" * 16)
+    assert model_artifact_sha256(client, result.model_uri) == result.artifact_sha256
+    (in_place / "MLmodel").write_text((in_place / "MLmodel").read_text() + "\n")
+    assert model_artifact_sha256(client, result.model_uri) != result.artifact_sha256
 
 
 def test_verify_artifact_refuses_one_changed_byte(tmp_path: Path) -> None:
