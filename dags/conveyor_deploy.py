@@ -3,14 +3,17 @@
 
 Scheduled on the asset `mlflow_registry_aliases`, which an `AssetWatcher` feeds from
 `MlflowAliasChangedTrigger`: whenever a `challenger` alias is set or moved in the MLflow registry —
-by the training DAG or by a person in the MLflow UI — this DAG runs.
+by the training DAG or by a person in the MLflow UI, to a new version or back to one deployed or
+rejected before — this DAG runs. (The deploy records the move it decided on in the registered-model
+tag `conveyor.handled.challenger`; moving `challenger` again is a new request.)
 
 | task | what it does |
 |---|---|
-| `plan` | the latest alias event per model wins (Airflow batches events; older ones are logged as superseded); re-reads the registry and skips models whose challenger already is champion. |
+| `plan` | the latest alias event per model wins (Airflow batches events; older ones are logged as superseded); re-reads the registry and skips models whose challenger already is champion; versions a later move overtook are tagged `superseded`. |
 | `deploy` | per model: loads the candidate into a staging slot of the model server, replays its golden rows against its offline predictions and checks the latency budget, swaps it in (no failed request), then moves `champion` with compare-and-set and a ledger entry. A rejected candidate is tagged and the old champion keeps serving. |
 
-Trigger by hand with `model` (spec name) to redeploy that model's current `challenger`.
+Trigger by hand with `model` (spec name) to redeploy that model's current `challenger`. To go back
+to an earlier version, use `conveyor_rollback` (or `conveyor rollback MODEL`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
 
+from conveyor.names import CHALLENGER
 from conveyor_airflow.stage import run_stage
 from conveyor_airflow.triggers.mlflow_alias import MlflowAliasChangedTrigger
 
@@ -28,7 +32,7 @@ registry_aliases = Asset(
         AssetWatcher(
             name="mlflow_challenger_alias_watcher",
             trigger=MlflowAliasChangedTrigger(
-                mlflow_conn_id="mlflow_default", aliases=["challenger"], poll_interval=5.0
+                mlflow_conn_id="mlflow_default", aliases=[CHALLENGER], poll_interval=5.0
             ),
         )
     ],

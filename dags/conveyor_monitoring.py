@@ -14,6 +14,7 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from conveyor.config import scan_specs
+from conveyor.names import CHAMPION
 
 
 @dag(
@@ -36,7 +37,7 @@ def conveyor_monitor() -> None:
 
         spec = load_spec(model)
         client = MlflowHook().get_conn()
-        champion = get_alias_version(client, spec.registered_model_name, "champion")
+        champion = get_alias_version(client, spec.registered_model_name, CHAMPION)
         if champion is None:
             return {"model": model, "skipped": "no champion yet"}
         now = pendulum.instance(get_current_context()["dag_run"].run_after)

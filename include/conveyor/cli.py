@@ -7,6 +7,7 @@
     conveyor ci --all --tests tests/   a CI job: check specs, run tests, train + gate (exit 1: rejected)
     conveyor predict --model churn
     conveyor history churn       every alias move: when, from -> to, who, why, the gate's verdict
+    conveyor rollback churn [--to 3] --reason "..."   champion back to an earlier version, checked first
     conveyor demo                all of the above, end to end
     conveyor urls                where everything is, with the local credentials
     conveyor logs airflow -f
@@ -476,6 +477,54 @@ def history(
         console.print(f"no alias moves of {spec.registered_model_name} yet (nothing registered or deployed)")
         return
     console.print(history_table(spec.registered_model_name, entries))
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="Spec name (include/specs/<model>.yaml).")],
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Version to put back (default: the champion before the current one)."),
+    ] = None,
+    reason: Annotated[
+        str, typer.Option(help="Why, in words (kept in the ledger).")
+    ] = "rolled back from the command line",
+) -> None:
+    """Put an earlier version back in production: same checks as a deploy, then champion moves.
+
+    The target is staged in the model server (golden rows, latency budget) before anything changes;
+    a target that fails is refused (exit 1) and the current champion keeps serving.
+    """
+    import getpass
+
+    from conveyor import stack
+    from conveyor.config import load_spec
+    from conveyor.deploy.local import rollback as roll_back
+    from conveyor.registry.session import MlflowSession
+    from conveyor.serving.client import ModelServerClient
+
+    settings = _settings()
+    try:
+        spec = load_spec(model)
+        info = stack.stack_info(settings)
+        with ModelServerClient(info.model_server_url, token=info.model_server_token) as server:
+            result = roll_back(
+                MlflowSession(info.mlflow_url).client(),
+                server,
+                spec,
+                to_version=to,
+                actor=f"cli:{getpass.getuser()}",
+                reason=reason,
+            )
+    except (ConveyorError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    if not result.get("changed"):
+        console.print(f"{spec.registered_model_name} v{result['version']} already is champion; nothing moved")
+        return
+    console.print(
+        f"{spec.registered_model_name}: champion v{result['previous']} -> v{result['version']}, "
+        f"serving v{result['version']} (ledger run {result['ledger'].get('ledger_run_id')})"
+    )
 
 
 def history_table(registered_name: str, entries: list[Any]) -> Table:

@@ -21,6 +21,7 @@ from typing import Any
 from conveyor.config import ModelSpec, load_spec
 from conveyor.errors import PermanentError
 from conveyor.evaluation.promotion import APPROVE, SCHEDULER_ACTOR, Promotion, authorize
+from conveyor.names import CHALLENGER, CHAMPION
 from conveyor.registry.session import MlflowSession
 from conveyor.registry.tracking import (
     DATA_FINGERPRINT_TAG,
@@ -41,8 +42,6 @@ from conveyor.stages import (
 
 log = logging.getLogger(__name__)
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 #: The ``conveyor.outcome`` of a run that ended early because its data is the champion's.
 UNCHANGED_DATA = "unchanged_data"
 

@@ -33,6 +33,7 @@ EXPECTED_DAGS = {
     "conveyor_train_breast_cancer",
     "conveyor_deploy",
     "conveyor_monitor",
+    "conveyor_rollback",
 }
 
 
@@ -164,6 +165,19 @@ def test_deploy_dag_is_fed_by_the_registry_watcher(dagbag) -> None:  # type: ign
     assert type(watcher.trigger).__name__ == "MlflowAliasChangedTrigger"
 
 
+def test_rollback_dag_is_manual_with_typed_params(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.dags["conveyor_rollback"]
+    assert type(dag.timetable).__name__ == "NullTimetable" and dag.max_active_runs == 1
+    assert [t.task_id for t in dag.tasks] == ["rollback"]
+    assert dag.tasks[0].pool == "conveyor_serving"  # one switch of the model server at a time
+    params = dag.params.dump()
+    assert params["to_version"] == "previous" and not params["reason"]
+    schema = {k: dag.params.get_param(k).schema for k in ("model", "to_version", "reason")}
+    assert "churn" in schema["model"]["enum"]
+    assert schema["to_version"]["pattern"] == r"^(previous|[0-9]+)$"
+    assert schema["reason"]["minLength"] == 1  # the form refuses a rollback without a reason
+
+
 _BROKEN_SPEC_PROBE = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
@@ -208,7 +222,7 @@ def test_a_broken_spec_file_gets_an_error_dag_and_the_others_still_load(tmp_path
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["errors"] == {}
     trained = ["conveyor_train_broken", "conveyor_train_churn"]
-    assert got["ids"] == ["conveyor_deploy", "conveyor_monitor", *trained]
+    assert got["ids"] == ["conveyor_deploy", "conveyor_monitor", "conveyor_rollback", *trained]
     assert got["monitored"] == ["churn"]  # the broken spec is not monitored; the valid one is
     assert got["description"].startswith("INVALID SPEC broken.yaml")
     kind, message = got["raised"]

@@ -1,34 +1,50 @@
-"""Deploy a registered candidate to the model server, then move ``champion``.
+"""Deploy a registered candidate to the model server, then move ``champion``; roll back the same way.
 
 Order matters: the candidate is loaded into a staging slot of the running server and checked there
 (loads, answers its golden rows with its offline predictions, meets the latency budget); only then
 is it swapped in (one reference swap, no failed request) and only after that does ``champion`` move
 — so ``champion`` always names what production serves. A rejected candidate is tagged on its model
-version and production keeps serving the old champion.
+version and production keeps serving the old champion. A rollback is the same path towards an older
+version (:func:`rollback`): one implementation, which the deploy and rollback DAGs and the
+``conveyor rollback`` command call.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.config import ModelSpec
 from conveyor.errors import PermanentError
+from conveyor.names import (
+    CHALLENGER,
+    CHAMPION,
+    DEPLOY_DETAIL_TAG,
+    DEPLOY_STATUS_TAG,
+    DEPLOYED,
+    DEPLOYED_AT_TAG,
+    NOTHING_HANDLED,
+    REJECTED,
+    ROLLED_BACK,
+    SUPERSEDED,
+    handled_tag,
+)
 from conveyor.registry.tracking import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
-# The registry watcher treats a version whose status tag is set as decided ("settled") and stops
-# firing for it; see conveyor_airflow.triggers.mlflow_alias.
-STATUS_TAG = "conveyor.deploy_status"
-DETAIL_TAG = "conveyor.deploy_detail"
-DEPLOYED_AT_TAG = "conveyor.deployed_at"
-
 
 class CandidateRejectedError(PermanentError):
     """The candidate failed its checks in the server; production still serves the champion."""
+
+
+class RollbackRefusedError(PermanentError):
+    """The rollback target failed its checks (or there is none); the current champion keeps serving."""
+
+
+class ServedVersionMismatchError(PermanentError):
+    """After a switch the server does not report the version ``champion`` now names."""
 
 
 def plan_deployments(client: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -59,15 +75,18 @@ def plan_deployments(client: Any, events: list[dict[str, Any]]) -> list[dict[str
         spec = spec_for_registered_model(name)
         challenger = get_alias_version(client, name, CHALLENGER)
         champion = get_alias_version(client, name, CHAMPION)
-        for old in superseded:
-            old_version = old.get("version")
-            if (
-                old.get("registered_model") == name
-                and old_version
-                and old_version not in (challenger, champion)
-            ):
-                log.info("%s v%s superseded by a later alias move; not deploying it", name, old_version)
-                client.set_model_version_tag(name, old_version, STATUS_TAG, "superseded")
+        stale = {event.get("version")} | {
+            old.get("version") for old in superseded if old.get("registered_model") == name
+        }
+        for old_version in sorted(v for v in stale if v and v not in (challenger, champion)):
+            log.info("%s v%s superseded by a later alias move; not deploying it", name, old_version)
+            client.set_model_version_tag(name, old_version, DEPLOY_STATUS_TAG, SUPERSEDED)
+            client.set_model_version_tag(
+                name,
+                old_version,
+                DEPLOY_DETAIL_TAG,
+                f"{CHALLENGER} moved on to v{challenger} before it was deployed",
+            )
         if challenger is None:
             log.info("%s: no challenger alias any more (event %s); nothing to deploy", name, event)
             continue
@@ -122,6 +141,88 @@ def _serve_champion_again(server: Any, spec: ModelSpec, swapped_in: str) -> None
         )
 
 
+def _check_in_server(server: Any, spec: ModelSpec, version: str) -> tuple[dict[str, Any], list[str]]:
+    """Stage ``version`` in the server (serving untouched); its report and the checks it failed."""
+    report = server.stage(spec.name, version)
+    summary: dict[str, Any] = (
+        report.model_dump(mode="json") if hasattr(report, "model_dump") else dict(report)
+    )
+    problems = []
+    if not summary.get("loaded", False):
+        problems.append(f"the version did not load ({summary.get('error') or 'no detail'})")
+    elif not summary.get("golden_passed", False):
+        problems.append(
+            f"golden rows differ from the offline predictions (max abs diff {summary.get('max_abs_diff')})"
+        )
+    if summary.get("loaded", False) and not summary.get("within_budget", False):
+        problems.append(
+            f"p95 latency {summary.get('p95_latency_ms')} ms exceeds the budget "
+            f"{summary.get('latency_budget_ms')} ms"
+        )
+    return summary, problems
+
+
+def _switch(
+    client: Any,
+    server: Any,
+    spec: ModelSpec,
+    version: str,
+    *,
+    expected_champion: str | None,
+    actor: str,
+    reason: str,
+    dag_run_id: str | None,
+    details: dict[str, Any],
+) -> Any:
+    """Swap the staged ``version`` in, move ``champion`` with compare-and-set, verify what is served.
+
+    The one switch of every deploy and rollback. Should ``champion`` not move (a conflict, a registry
+    failure), the server goes back to what ``champion`` names before the error is raised.
+    """
+    from conveyor.registry.aliases import set_alias
+
+    name = spec.registered_model_name
+    server.promote(spec.name, version)
+    try:
+        entry = set_alias(
+            client,
+            name,
+            CHAMPION,
+            version,
+            expected_version=expected_champion,
+            actor=actor,
+            reason=reason,
+            dag_run_id=dag_run_id,
+            details=details,
+        )
+    except BaseException:
+        # champion did not move (a conflict, or the registry failed): the server goes back to what
+        # champion names, so it never serves a version the registry does not call champion.
+        _serve_champion_again(server, spec, version)
+        raise
+    served = served_version(server, spec)
+    if served != version:
+        raise ServedVersionMismatchError(
+            f"{name}: champion names v{version} but the model server reports v{served}; "
+            f"its reconciliation reloads champion within CONVEYOR_MODEL_SERVER_RECONCILE_S"
+        )
+    client.set_model_version_tag(name, version, DEPLOY_STATUS_TAG, DEPLOYED)
+    client.set_model_version_tag(name, version, DEPLOYED_AT_TAG, datetime.now(UTC).isoformat())
+    return entry
+
+
+def served_version(server: Any, spec: ModelSpec) -> str | None:
+    """The version the model server reports serving for ``spec`` (``None``: nothing)."""
+    for status in server.models():
+        if status.name == spec.name:
+            return None if status.version is None else str(status.version)
+    return None
+
+
+def _ledger_json(entry: Any) -> Any:
+    return entry.model_dump(mode="json") if hasattr(entry, "model_dump") else str(entry)
+
+
 def deploy_candidate(
     client: Any,
     server: Any,
@@ -134,62 +235,161 @@ def deploy_candidate(
 ) -> dict[str, Any]:
     """Stage, check, swap in and only then promote ``version`` to ``champion``.
 
+    Either way the move of ``challenger`` to ``version`` is then handled (registered-model tag
+    ``conveyor.handled.challenger``), so the registry watcher stops reporting it; moving
+    ``challenger`` again, to any version, asks for a new deploy.
+
     Raises:
         CandidateRejectedError: golden rows or latency failed in the server; nothing was swapped.
     """
-    from datetime import UTC, datetime
-
-    from conveyor.registry.aliases import set_alias
-
     name = spec.registered_model_name
-    report = server.stage(spec.name, version)
-    summary = report.model_dump(mode="json") if hasattr(report, "model_dump") else dict(report)
-    problems = []
-    if not summary.get("loaded", False):
-        problems.append("the candidate did not load")
-    if not summary.get("golden_passed", False):
-        problems.append(
-            f"golden rows differ from the offline predictions (max abs diff {summary.get('max_abs_diff')})"
-        )
-    if not summary.get("within_budget", False):
-        problems.append(
-            f"p95 latency {summary.get('p95_latency_ms')} ms exceeds the budget "
-            f"{summary.get('latency_budget_ms')} ms"
-        )
+    summary, problems = _check_in_server(server, spec, version)
     if problems:
-        client.set_model_version_tag(name, version, STATUS_TAG, "rejected")
-        client.set_model_version_tag(name, version, DETAIL_TAG, "; ".join(problems)[:4000])
+        client.set_model_version_tag(name, version, DEPLOY_STATUS_TAG, REJECTED)
+        client.set_model_version_tag(name, version, DEPLOY_DETAIL_TAG, "; ".join(problems)[:4000])
+        client.set_registered_model_tag(name, handled_tag(CHALLENGER), version)
         raise CandidateRejectedError(
             f"{name} v{version} rejected by the model server: {'; '.join(problems)}. "
             f"Production keeps serving champion v{expected_champion}. Inspect the version in MLflow, "
             "fix the model and register a new challenger."
         )
-    server.promote(spec.name, version)
-    try:
-        entry = set_alias(
-            client,
-            name,
-            CHAMPION,
-            version,
-            expected_version=expected_champion,
-            actor=actor,
-            reason=f"deployed after server checks: {summary}",
-            dag_run_id=dag_run_id,
-            details={"stage_report": summary, **gate_details(client.get_model_version(name, version).tags)},
-        )
-    except BaseException:
-        # champion did not move (a conflict, or the registry failed): the server goes back to what
-        # champion names, so it never serves a version the registry does not call champion.
-        _serve_champion_again(server, spec, version)
-        raise
-    client.set_model_version_tag(name, version, STATUS_TAG, "deployed")
-    client.set_model_version_tag(name, version, DEPLOYED_AT_TAG, datetime.now(UTC).isoformat())
+    entry = _switch(
+        client,
+        server,
+        spec,
+        version,
+        expected_champion=expected_champion,
+        actor=actor,
+        reason=f"deployed after server checks: {summary}",
+        dag_run_id=dag_run_id,
+        details={"stage_report": summary, **gate_details(client.get_model_version(name, version).tags)},
+    )
+    client.set_registered_model_tag(name, handled_tag(CHALLENGER), version)
     log.info("%s v%s is champion and serving (previous: v%s)", name, version, expected_champion)
-    ledger = entry.model_dump(mode="json") if hasattr(entry, "model_dump") else str(entry)
     return {
         "model": spec.name,
         "version": version,
         "previous": expected_champion,
         "stage": summary,
-        "ledger": ledger,
+        "ledger": _ledger_json(entry),
+    }
+
+
+def previous_champion(client: Any, spec: ModelSpec) -> str:
+    """The version ``champion`` named before its current one, from the ledger.
+
+    That is the ``from_version`` of the ledger entry that put ``champion`` where it is (so a second
+    rollback undoes the first, as ``kubectl rollout undo`` does); when the current champion has no
+    entry (moved outside Conveyor before the ledger saw it), the newest other version it named.
+
+    Raises:
+        RollbackRefusedError: the ledger knows no earlier champion.
+    """
+    from conveyor.registry.aliases import get_alias_version, ledger
+
+    name = spec.registered_model_name
+    current = get_alias_version(client, name, CHAMPION)
+    entries = [e for e in ledger(client, name, alias=CHAMPION, limit=50) if e.action == "set"]
+    for entry in entries:
+        if entry.to_version == current and entry.from_version and entry.from_version != current:
+            return str(entry.from_version)
+        if entry.to_version == current:
+            break
+    for entry in entries:
+        if entry.to_version and entry.to_version != current:
+            return str(entry.to_version)
+    raise RollbackRefusedError(
+        f"{name}: the ledger records no champion before v{current}; name the version to roll back to "
+        "(conveyor rollback MODEL --to VERSION, or the DAG's to_version Param)"
+    )
+
+
+def rollback(
+    client: Any,
+    server: Any,
+    spec: ModelSpec,
+    *,
+    to_version: str | None = None,
+    actor: str,
+    reason: str,
+    dag_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Re-point ``champion`` at an earlier version through the deploy's own checks and switch.
+
+    ``to_version`` ``None`` (or ``"previous"``) takes the ledger's previous champion
+    (:func:`previous_champion`). The target is staged in the server and must load, answer its golden
+    rows and meet its latency budget, as any deploy; then it is swapped in, ``champion`` moves with
+    compare-and-set and a ledger entry naming ``actor`` and ``reason``, and the served version is
+    verified. The version left is tagged ``rolled_back``; if ``challenger`` still names it, that alias
+    is removed (through the ledger), so the watcher does not deploy it again and moving
+    ``challenger`` back to it later is a new request.
+
+    Returns:
+        ``{"model", "version", "previous", "stage", "ledger"}``; ``changed`` False when the target
+        already is champion (nothing moved).
+
+    Raises:
+        RollbackRefusedError: no target, the target does not exist, or it failed its checks; the
+            current champion keeps serving and nothing moved.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from conveyor.registry.aliases import delete_alias, get_alias_version
+
+    if not reason.strip():
+        raise RollbackRefusedError("a rollback needs a reason (who reads the ledger later wants to know why)")
+    name = spec.registered_model_name
+    current = get_alias_version(client, name, CHAMPION)
+    target = str(to_version) if to_version not in (None, "", "previous") else previous_champion(client, spec)
+    try:
+        client.get_model_version(name, target)
+    except MlflowException as exc:
+        raise RollbackRefusedError(
+            f"cannot roll {name} back to v{target}: no such version ({exc.message})"
+        ) from exc
+    if target == current:
+        log.info("%s: v%s already is champion; nothing to roll back", name, target)
+        return {"model": spec.name, "version": target, "previous": current, "changed": False}
+    summary, problems = _check_in_server(server, spec, target)
+    if problems:
+        raise RollbackRefusedError(
+            f"refusing to roll {name} back to v{target}: {'; '.join(problems)}. Champion v{current} keeps "
+            "serving; nothing moved."
+        )
+    entry = _switch(
+        client,
+        server,
+        spec,
+        target,
+        expected_champion=current,
+        actor=actor,
+        reason=f"rollback: {reason}",
+        dag_run_id=dag_run_id,
+        details={"rollback": True, "rolled_back_from": current, "stage_report": summary},
+    )
+    if current is not None:
+        client.set_model_version_tag(name, current, DEPLOY_STATUS_TAG, ROLLED_BACK)
+        client.set_model_version_tag(
+            name, current, DEPLOY_DETAIL_TAG, f"rolled back to v{target} by {actor}: {reason}"[:4000]
+        )
+        if get_alias_version(client, name, CHALLENGER) == current:
+            delete_alias(
+                client,
+                name,
+                CHALLENGER,
+                expected_version=current,
+                actor=actor,
+                reason=f"rollback from v{current} to v{target}: {reason}",
+                dag_run_id=dag_run_id,
+            )
+            # no challenger move is handled now: setting challenger to any version asks for a deploy
+            client.set_registered_model_tag(name, handled_tag(CHALLENGER), NOTHING_HANDLED)
+    log.info("%s rolled back: champion v%s -> v%s (%s)", name, current, target, reason)
+    return {
+        "model": spec.name,
+        "version": target,
+        "previous": current,
+        "changed": True,
+        "stage": summary,
+        "ledger": _ledger_json(entry),
     }

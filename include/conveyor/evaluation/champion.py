@@ -34,6 +34,7 @@ from conveyor.config import LOWER_IS_BETTER, TASK_METRICS, ModelSpec
 from conveyor.errors import PermanentError
 from conveyor.evaluation.explain import FeatureImportance
 from conveyor.evaluation.gate import GateDecision, PairedTest, decide, paired_test, slice_results
+from conveyor.names import CHAMPION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHAMPION_ALIAS = "champion"
 REPORT_JSON = "gate/report.json"
 REPORT_MD = "gate/report.md"
 REPORT_PNG = "gate/metrics.png"
@@ -303,7 +303,7 @@ def evaluate(
     challenger = score_on_snapshot(
         challenger_model_uri, spec, eval_df, client=client, importance_metric=metric, seed=seed
     )
-    version = get_alias_version(client, spec.registered_model_name, CHAMPION_ALIAS)
+    version = get_alias_version(client, spec.registered_model_name, CHAMPION)
     champion: Scored | None = None
     champion_error: str | None = None
     if version is not None:

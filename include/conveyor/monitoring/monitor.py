@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from conveyor.data.storage import write_text
 from conveyor.monitoring.drift import DriftReport, FeatureDrift, feature_drift, output_drift
 from conveyor.monitoring.live import live_quality, load_labels, read_prediction_log
+from conveyor.names import CHAMPION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
 # Fewer labelled predictions than this say little about accuracy: no quality alert from them.
 DEFAULT_MIN_LABELLED = 30
 # Share of requests failing with a server error (5xx) above which an alert is raised.

@@ -287,6 +287,47 @@ def delete_alias(
     return entry
 
 
+def record_outside_move(
+    client: MlflowClient,
+    registered_name: str,
+    alias: str,
+    *,
+    from_version: str | None,
+    actor: str,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> LedgerEntry | None:
+    """Record in the ledger a move of ``alias`` made outside Conveyor (MLflow UI, a plain client).
+
+    Nothing is moved. When the ledger's newest entry for ``alias`` already names where it points
+    (Conveyor made the move, or it was recorded before) nothing is written and that entry is returned.
+
+    Args:
+        client: MLflow client.
+        registered_name: Registered model.
+        alias: The alias that moved.
+        from_version: What it named before, as the caller last knew it.
+        actor: Who or what noticed (the move's author is unknown to MLflow).
+        reason: What happened, in words.
+        details: JSON-able details (what the server did about it).
+
+    Returns:
+        The new (or existing) entry; ``None`` when the alias is unset.
+    """
+    with alias_lock(registered_name, alias):
+        current = get_alias_version(client, registered_name, alias)
+        if current is None:
+            return None
+        for newest in ledger(client, registered_name, alias=alias, limit=1):
+            if newest.to_version == current:
+                return newest.model_copy(update={"noop": True})
+        entry = _move(
+            client, registered_name, alias, from_version, current, actor, reason, None, details, write=False
+        )
+    publish_recent_moves(client, registered_name)
+    return entry
+
+
 def _compare(
     registered_name: str,
     alias: str,
@@ -313,7 +354,10 @@ def _move(
     reason: str,
     dag_run_id: str | None,
     details: dict[str, Any] | None,
+    *,
+    write: bool = True,
 ) -> LedgerEntry:
+    """Record the move in the ledger, make it (unless ``write`` is off: made outside Conveyor), check it."""
     from mlflow.entities import Param, RunTag
 
     action: Literal["set", "delete"] = "set" if target is not None else "delete"
@@ -367,9 +411,9 @@ def _move(
     entry = entry.model_copy(update={"ledger_run_id": run_id})
     log_json_artifact(client, run_id, entry, LEDGER_ARTIFACT)
     try:
-        if target is not None:
+        if write and target is not None:
             client.set_registered_model_alias(registered_name, alias, target)
-        else:
+        elif write:
             client.delete_registered_model_alias(registered_name, alias)
         after = get_alias_version(client, registered_name, alias)
     except BaseException:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor.names import CHAMPION
 from conveyor.serving.errors import ModelContractError
 from conveyor.serving.schemas import StageReport
 from conveyor.serving.validation import ColumnSchema, batch_from_records, input_columns
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from conveyor.config import ModelSpec
     from conveyor.settings import Settings
 
-CHAMPION = "champion"
 # Enough single-row timings for a p95 that is not one outlier.
 _MIN_LATENCY_SAMPLES = 40
 

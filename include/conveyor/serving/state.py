@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from conveyor.names import CHAMPION
 from conveyor.serving import loader
 from conveyor.serving.errors import ModelNotReady, ServingError, UnknownModel
 from conveyor.serving.loader import LoadedModel, NoChampion
@@ -420,7 +421,7 @@ class ModelServer:
             version, alias = slot.pinned_version, None
             self._check_pinned_exists(spec, version)
         else:
-            version, alias = loader.resolve_champion(self.settings, spec), loader.CHAMPION
+            version, alias = loader.resolve_champion(self.settings, spec), CHAMPION
         uri = loader.version_uri(spec, version)
         local = loader.fetch(self.settings, spec, uri, version)
         model = loader.load(
@@ -451,7 +452,7 @@ class ModelServer:
                 raise PinnedVersionMissing(
                     f"version {version} of {spec.registered_model_name!r} is pinned by "
                     "CONVEYOR_PINNED_VERSIONS but is not in the registry; pin a registered version "
-                    f"or drop the pin to follow @{loader.CHAMPION}"
+                    f"or drop the pin to follow @{CHAMPION}"
                 ) from None
             raise
 
@@ -620,11 +621,34 @@ class ModelServer:
                 slot.refused_champion = champion
                 log.error("not serving champion v%s of %s: %s", champion, name, exc.message)
                 done[name] = f"kept v{serving}: {exc.message}"
+                self._record_outside_move(slot, serving, f"the model server refused it: {exc.message}")
                 continue
             slot.refused_champion = None
             log.info("%s follows champion: v%s -> v%s", name, serving, result.version)
             done[name] = f"v{serving} -> v{result.version}"
+            self._record_outside_move(slot, serving, f"the model server followed: serves v{result.version}")
         return done
+
+    def _record_outside_move(self, slot: ModelSlot, served: str | None, outcome: str) -> None:
+        """A champion move the server followed without a ledger entry was made by hand: record it so
+        (best effort: the ledger is history, serving does not depend on it)."""
+        from conveyor.registry.aliases import record_outside_move
+
+        try:
+            entry = record_outside_move(
+                loader.mlflow_client(self.settings),
+                slot.spec.registered_model_name,
+                CHAMPION,
+                from_version=served,
+                actor="manual (outside Conveyor; noticed by the model server)",
+                reason=f"{CHAMPION} moved outside Conveyor (MLflow UI or client); {outcome}",
+                details={"served_before": served},
+            )
+        except Exception:
+            log.exception("could not record the outside move of %s@%s", slot.spec.name, CHAMPION)
+            return
+        if entry is not None and not entry.noop:
+            log.info("recorded a manual move of %s@%s to v%s", slot.spec.name, CHAMPION, entry.to_version)
 
     def reload(self, name: str) -> ReloadResult:
         """Load ``@champion`` (or the pinned version) again and swap it in when it answers its golden rows.
@@ -634,7 +658,7 @@ class ModelServer:
                 the version it had.
         """
         slot = self.slot(name)
-        source = f"pinned version {slot.pinned_version}" if slot.pinned_version else f"@{loader.CHAMPION}"
+        source = f"pinned version {slot.pinned_version}" if slot.pinned_version else f"@{CHAMPION}"
         with slot.load_lock:
             current = slot.serving
             kept = f"still serving version {current.version}" if current else "nothing is served"

@@ -22,26 +22,29 @@ How Airflow 3.3 runs an asset-watcher trigger (read from ``airflow/jobs/triggere
   ``triggering_asset_events[asset][i].extra["payload"]``. The runner keeps iterating ``run()``
   after a yield, so a watcher may yield many events from one long-lived generator.
 
-So the baseline cannot live in the trigger's memory (a restart would forget a move made while it
-was down, or re-fire for an old one after every yield-and-return), and the trigger must not mark
+So the baseline cannot live in the trigger's memory alone (a restart would forget a move made while
+it was down, or re-fire for an old one after every yield-and-return), and the trigger must not mark
 anything itself (no side effects, and marking before the event is persisted could lose it).
-Instead "is there work?" is a pure function of a durable marker the deploy side already owns, in
-the registry itself:
+Instead "is there work?" is a function of a durable marker the deploy side owns, in the registry
+itself, plus the moves this ``run()`` saw:
 
-    alias A of model M points at version V, and V is *pending*: V is not what the ``champion``
-    alias names (``settled_alias``) and V does not carry the version tag
-    ``conveyor.deploy_status`` (``settled_tag``) with a value in :data:`SETTLED_STATUSES`.
+    alias A of model M points at version V, V is not what the ``champion`` alias names
+    (``settled_alias``), and either the registered-model tag ``conveyor.handled.<A>`` names another
+    version than V (the deploy side has not decided on this move), or this ``run()`` saw A name
+    something else at an earlier poll (A was moved, perhaps back to a version decided before).
 
-The deploy DAG ends by moving ``champion`` (deployed) or tagging the version ``rejected``; a
-rollback tags the version it leaves ``rolled_back``; a candidate that loses "latest event wins"
-is tagged ``superseded``. Each makes the version settled, and the trigger falls silent for it.
+The deploy side writes ``conveyor.handled.<A> = V`` when it deploys or rejects V; a rollback that
+removes ``challenger`` writes ``none``. So every move counts, including back to a version that was
+deployed or rejected before. A registry written before that tag existed has none on its models;
+there the version tag ``conveyor.deploy_status`` (``settled_tag``) with a value in
+:data:`SETTLED_STATUSES` marks V decided, as it used to.
 
-Within one ``run()`` the trigger yields one event per pending ``(model, alias, version)`` and
-does not repeat it while the alias stays there (the deploy run is in flight). If the version
-becomes settled and is later made pending again (tag removed) or the alias moves elsewhere and
-back, it fires again. After any restart it fires once more for a change that is still pending:
-delivery is at least once, never lost, never endless; the deploy DAG is idempotent ("champion
-already names V" is a no-op). The trigger never returns, so the triggerer never has to recreate it.
+Within one ``run()`` the trigger yields one event per move and does not repeat it while the alias
+stays there (the deploy run is in flight). After any restart it fires once more for a move that is
+still undecided: delivery is at least once, never lost, never endless; the deploy DAG is idempotent
+("champion already names V" is a no-op). Moves made and undone between two polls are not seen
+(three moves within one poll interval are one event for the last). The trigger never returns, so
+the triggerer never has to recreate it.
 
 When the watched alias is the settled alias itself (watching ``champion``), there is no marker to
 compare with; the trigger then reports moves after the baseline of its first poll, and a restart
@@ -74,14 +77,16 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from conveyor.names import CHALLENGER, CHAMPION, DEPLOY_STATUS_TAG, DEPLOY_STATUSES, handled_tag
+
 if TYPE_CHECKING:
     import httpx
 
-SETTLED_STATUSES: frozenset[str] = frozenset({"deployed", "rejected", "superseded", "rolled_back"})
-"""Values of the ``settled_tag`` version tag that mean "the deploy side has decided on this version"."""
+SETTLED_STATUSES: frozenset[str] = DEPLOY_STATUSES
+"""Values of the ``settled_tag`` version tag that mean "decided" in a registry without handled tags."""
 
-DEFAULT_SETTLED_ALIAS = "champion"
-DEFAULT_SETTLED_TAG = "conveyor.deploy_status"
+DEFAULT_SETTLED_ALIAS = CHAMPION
+DEFAULT_SETTLED_TAG = DEPLOY_STATUS_TAG
 _SEARCH_PAGE_SIZE = 200
 _API = "/api/2.0/mlflow"
 
@@ -98,6 +103,9 @@ class AliasObservation:
     alias: str
     version: str | None
     pending: bool
+    """The deploy side has not decided on this alias naming this version (durable, from the registry)."""
+    serving: bool = False
+    """The version is the one the settled alias (champion) names: nothing to deploy."""
 
 
 class MlflowAliasChangedTrigger(BaseEventTrigger):
@@ -112,7 +120,8 @@ class MlflowAliasChangedTrigger(BaseEventTrigger):
         mlflow_conn_id: Airflow connection to read the URL and basic-auth credentials from, in
             the triggerer, at run time (preferred over ``tracking_uri`` when the server needs auth).
         settled_alias: Alias naming the version that production serves (``champion``).
-        settled_tag: Model-version tag whose value in :data:`SETTLED_STATUSES` marks a decided version.
+        settled_tag: Model-version tag whose value in :data:`SETTLED_STATUSES` marks a decided version
+            in a registry whose models carry no ``conveyor.handled.<alias>`` tag yet.
         max_backoff: Upper bound in seconds for the wait after consecutive failed polls.
         request_timeout: Timeout in seconds for each HTTP request to MLflow.
 
@@ -136,7 +145,7 @@ class MlflowAliasChangedTrigger(BaseEventTrigger):
     ) -> None:
         super().__init__()
         self.tracking_uri = tracking_uri.rstrip("/") if tracking_uri else None
-        self.aliases = sorted(set(aliases if aliases is not None else ["challenger"]))
+        self.aliases = sorted(set(aliases if aliases is not None else [CHALLENGER]))
         self.registered_models = sorted(set(registered_models)) if registered_models is not None else None
         self.poll_interval = float(poll_interval)
         self.mlflow_conn_id = mlflow_conn_id
@@ -204,16 +213,20 @@ class MlflowAliasChangedTrigger(BaseEventTrigger):
                 for obs in observations:
                     key = (obs.registered_model, obs.alias)
                     previous = last_seen.get(key) if last_seen is not None else None
+                    moved = last_seen is not None and key in last_seen and previous != obs.version
                     if obs.alias == self.settled_alias:
                         # No marker to compare with: report moves after the first poll's baseline.
-                        if last_seen is not None and obs.version is not None and previous != obs.version:
+                        if moved and obs.version is not None:
                             yield self._event(obs, previous_version=previous)
                         continue
-                    if not obs.pending or obs.version is None:
+                    if obs.version is None or obs.serving:
                         last_fired.pop(key, None)
-                    elif last_fired.get(key) != obs.version:
+                    elif moved or (obs.pending and last_fired.get(key) != obs.version):
+                        # a move seen by this run() counts even back to a version decided before
                         last_fired[key] = obs.version
                         yield self._event(obs, previous_version=previous)
+                    elif not obs.pending:
+                        last_fired.pop(key, None)
                 last_seen = {(o.registered_model, o.alias): o.version for o in observations}
                 await asyncio.sleep(self.poll_interval)
 
@@ -263,14 +276,22 @@ class MlflowAliasChangedTrigger(BaseEventTrigger):
         observations = []
         for model in sorted(models, key=lambda m: m["name"]):
             aliases = {a["alias"]: str(a["version"]) for a in model.get("aliases", [])}
+            model_tags = {t["key"]: t.get("value", "") for t in model.get("tags", [])}
             settled_version = aliases.get(self.settled_alias)
             for alias in self.aliases:
                 version = aliases.get(alias)
-                pending = False
-                if version is not None and alias != self.settled_alias and version != settled_version:
-                    tags = await self._version_tags(http, base_url, auth, model["name"], version)
-                    pending = tags.get(self.settled_tag) not in SETTLED_STATUSES
-                observations.append(AliasObservation(model["name"], alias, version, pending))
+                pending = serving = False
+                if version is not None and alias != self.settled_alias:
+                    serving = version == settled_version
+                    handled = model_tags.get(handled_tag(alias))
+                    if serving:
+                        pending = False
+                    elif handled is not None:
+                        pending = handled != version
+                    else:  # a registry from before handled tags: the version's own status decides
+                        tags = await self._version_tags(http, base_url, auth, model["name"], version)
+                        pending = tags.get(self.settled_tag) not in SETTLED_STATUSES
+                observations.append(AliasObservation(model["name"], alias, version, pending, serving))
         return observations
 
     async def _watched_models(

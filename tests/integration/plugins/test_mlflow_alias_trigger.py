@@ -51,6 +51,9 @@ class Registry:
     def tag(self, name: str, version: int, value: str) -> None:
         self.client.set_model_version_tag(name, str(version), "conveyor.deploy_status", value)
 
+    def handled(self, name: str, version: str) -> None:
+        self.client.set_registered_model_tag(name, "conveyor.handled.challenger", version)
+
     def untag(self, name: str, version: int) -> None:
         self.client.delete_model_version_tag(name, str(version), "conveyor.deploy_status")
 
@@ -166,7 +169,7 @@ def test_restart_keeps_pending_changes_and_forgets_settled_ones(
     asyncio.run(scenario())
 
 
-def test_rejected_and_other_settled_tags_silence_the_trigger(
+def test_in_a_registry_without_handled_tags_the_version_status_decides(
     mlflow_server: MlflowServer, registry: Registry
 ) -> None:
     name = registry.model(versions=3)
@@ -188,11 +191,50 @@ def test_rejected_and_other_settled_tags_silence_the_trigger(
             await run.quiet()
         async with running(watch(mlflow_server, name)) as run:
             await run.quiet()
-            registry.alias(name, "challenger", 2)  # back to a settled version: still nothing
+            registry.alias(name, "challenger", 2)  # moved back to a version decided before: a new request
+            back = await run.next()
+            assert (back["version"], back["previous_version"]) == ("2", "1")
             await run.quiet()
             registry.alias(name, "challenger", 3)
             moved = await run.next()
             assert (moved["version"], moved["previous_version"]) == ("3", "2")
+
+    asyncio.run(scenario())
+
+
+def test_every_move_counts_even_back_to_a_version_deployed_before(
+    mlflow_server: MlflowServer, registry: Registry
+) -> None:
+    """The deploy side records the move it decided on (``conveyor.handled.challenger``); moving the
+    alias again, to any version, is a new request, and a restart keeps what is undecided."""
+    name = registry.model(versions=3)
+    registry.alias(name, "champion", 1)
+    registry.alias(name, "challenger", 2)
+    registry.tag(name, 2, "deployed")  # deployed once (then rolled back by hand): no effect any more
+    registry.handled(name, "1")
+
+    async def scenario() -> None:
+        async with running(watch(mlflow_server, name)) as run:
+            assert (await run.next())["version"] == "2"  # v2 was never decided for this move
+            registry.handled(name, "2")  # the deploy DAG rejected it
+            await run.quiet()
+            registry.alias(name, "challenger", 3)
+            assert (await run.next())["version"] == "3"
+            registry.handled(name, "3")
+            await run.quiet()
+            registry.alias(name, "challenger", 2)  # back to the version decided two moves ago
+            back = await run.next()
+            assert (back["version"], back["previous_version"]) == ("2", "3")
+            await run.quiet()
+        # Down before the deploy decided: the restarted trigger still reports it.
+        async with running(watch(mlflow_server, name)) as run:
+            assert (await run.next())["version"] == "2"
+            registry.handled(name, "2")
+            await run.quiet()
+        async with running(watch(mlflow_server, name)) as run:
+            await run.quiet()  # decided: nothing after a restart
+            registry.handled(name, "none")  # a rollback removed challenger's decision
+            assert (await run.next())["version"] == "2"
 
     asyncio.run(scenario())
 

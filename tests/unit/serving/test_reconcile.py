@@ -45,6 +45,14 @@ def test_hand_moves_of_champion_are_followed_back_and_forth(
     assert _served(app_client) == good
     assert server.reconcile() == {"tiny": f"v{good} -> v{candidate}"}
     assert _served(app_client) == candidate
+    # the ledger records the hand move, once, as manual
+    from conveyor.registry.aliases import ledger
+
+    (entry,) = ledger(registry, REGISTERED, alias="champion", limit=1)
+    assert (entry.from_version, entry.to_version) == (good, candidate)
+    assert entry.actor.startswith("manual") and "the model server followed" in entry.reason
+    server.reconcile()
+    assert ledger(registry, REGISTERED, alias="champion", limit=1)[0].ledger_run_id == entry.ledger_run_id
     # back to the version served before
     registry.set_registered_model_alias(REGISTERED, "champion", good)
     server.reconcile()
@@ -63,6 +71,10 @@ def test_a_champion_failing_its_golden_rows_is_refused_once_and_the_old_one_serv
     outcome = server.reconcile()
     assert outcome["tiny"].startswith(f"kept v{good}") and "golden rows" in outcome["tiny"], outcome
     assert _served(app_client) == good
+    from conveyor.registry.aliases import ledger
+
+    (entry,) = ledger(registry, REGISTERED, alias="champion", limit=1)
+    assert entry.to_version == bad and "refused" in entry.reason  # the move is history either way
     assert server.reconcile() == {} and server.reconcile() == {}  # not retried while champion stays
 
 
