@@ -310,6 +310,58 @@ def test_a_hand_move_of_champion_is_served_and_recorded_as_manual(env: dict[str,
     assert (move.from_version, move.to_version) == ("1", "2") and move.actor.startswith("manual")
 
 
+def _kill_task_process(ti_id: str) -> bool:
+    """SIGKILL the task runner of task instance ``ti_id`` (Airflow titles it ``airflow worker -- <id>``)."""
+    import os
+    import signal
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    pids = [int(line.split()[0]) for line in out.splitlines() if line.strip().endswith(f"-- {ti_id}")]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return bool(pids)
+
+
+def test_a_deploy_killed_mid_switch_converges(env: dict[str, Any]) -> None:
+    """The deploy task's process is killed the moment the server holds the candidate (staged, or
+    swapped in before ``champion`` moved): the server returns to what ``champion`` names on its own,
+    and the task's retry finishes the deploy."""
+    af = env["af"]
+    before = aliases(env)["champion"]
+    candidate = "3"
+    assert before != candidate
+    since = datetime.now(UTC)
+    env["mlflow"].set_registered_model_alias(REGISTERED, "challenger", candidate)
+    deadline = time.monotonic() + 240
+    killed = None
+    while killed is None:
+        assert time.monotonic() < deadline, "the deploy never staged the candidate"
+        status = next(m for m in env["http"].get("/models").json() if m["name"] == MODEL)
+        if candidate in (status.get("staged_version"), status.get("version")):
+            for run in deploy_runs(env, since):
+                for ti in af.task_instances(DEPLOY, run["dag_run_id"]):
+                    if (
+                        ti["task_id"] == "deploy"
+                        and ti["state"] == "running"
+                        and _kill_task_process(ti["id"])
+                    ):
+                        killed = (run["dag_run_id"], aliases(env)["champion"], status.get("version"))
+        time.sleep(0.02)
+    run_id, champion_at_kill, served_at_kill = killed
+    # whatever the kill left (staged only, or swapped in before champion moved), it converges
+    converge(env, candidate, timeout=300)
+    run = af.wait_for_run(DEPLOY, run_id, timeout=300)
+    tis = {ti["task_id"]: ti for ti in af.task_instances(DEPLOY, run_id)}
+    assert run["state"] == "success" and tis["deploy"]["try_number"] == 2, (
+        tis,
+        champion_at_kill,
+        served_at_kill,
+    )
+    moves = champion_moves(env, since)
+    assert [(m.from_version, m.to_version) for m in moves] == [(before, candidate)], moves
+
+
 def test_a_spec_added_at_run_time_is_served(env: dict[str, Any], stack: tuple[Settings, Any, Path]) -> None:
     from conveyor.config import load_spec
     from conveyor.registry.aliases import set_alias
