@@ -74,3 +74,11 @@ bench: setup  ## benchmarks against peers measured in the same run; writes bench
 
 clean: down
 	rm -rf .conveyor .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: proto
+# The OIP v2 gRPC modules from KServe's grpc_predict_v2.proto (grpcio-tools at the pinned grpcio's version;
+# a generation-time tool only, not a runtime dependency)
+proto: setup
+	$(UV) pip install --python $(PY) --quiet "grpcio-tools==$$($(PY) -c 'import grpc; print(grpc.__version__)')"
+	$(PY) -m grpc_tools.protoc -Iinclude --python_out=include --pyi_out=include --grpc_python_out=include \
+	  include/conveyor/serving/grpc/grpc_predict_v2.proto

@@ -21,13 +21,13 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetWatcher, Param, dag, get_current_context, task
 
-from conveyor.names import CHALLENGER
+from conveyor.names import CHALLENGER, REGISTRY_ALIASES_ASSET, REGISTRY_ALIASES_ASSET_URI
 from conveyor_airflow.stage import run_stage
 from conveyor_airflow.triggers.mlflow_alias import MlflowAliasChangedTrigger
 
 registry_aliases = Asset(
-    name="mlflow_registry_aliases",
-    uri="mlflow://registry/aliases",
+    name=REGISTRY_ALIASES_ASSET,
+    uri=REGISTRY_ALIASES_ASSET_URI,
     watchers=[
         AssetWatcher(
             name="mlflow_challenger_alias_watcher",

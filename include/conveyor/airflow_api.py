@@ -392,6 +392,45 @@ class AirflowClient:
                 )
             time.sleep(poll)
 
+    # -- assets ---------------------------------------------------------------------------------
+
+    def find_asset(self, *, uri: str | None = None, name: str | None = None) -> dict[str, Any] | None:
+        """The active asset whose URI (and/or name) is exactly the one given, or None.
+
+        ``GET /api/v2/assets`` filters with ``uri_pattern``/``name_pattern``, which match substrings
+        (SQL ``LIKE``); the exact match is picked from the answer.
+
+        Raises:
+            ValueError: Neither ``uri`` nor ``name`` is given.
+        """
+        if uri is None and name is None:
+            raise ValueError("find_asset needs a uri or a name")
+        params: dict[str, Any] = {"limit": 100}
+        if uri is not None:
+            params["uri_pattern"] = uri
+        if name is not None:
+            params["name_pattern"] = name
+        body = self._json("GET", "/api/v2/assets", params=params)
+        for asset in body.get("assets", []):
+            if (uri is None or asset.get("uri") == uri) and (name is None or asset.get("name") == name):
+                return dict(asset)
+        return None
+
+    def create_asset_event(self, asset_id: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``POST /api/v2/assets/events``: record an event of the asset, as a producing task would.
+
+        DAGs scheduled on the asset see it in ``triggering_asset_events`` with this ``extra`` (Airflow
+        adds ``"from_rest_api": true``).
+
+        Returns:
+            The event (``id``, ``asset_id``, ``extra``, ``timestamp``...).
+
+        Raises:
+            AirflowApiError: 404 when no asset has ``asset_id``.
+        """
+        body = {"asset_id": asset_id, "extra": dict(extra or {})}
+        return dict(self._json("POST", "/api/v2/assets/events", json=body))
+
     # -- human-in-the-loop ----------------------------------------------------------------------
 
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str, *, map_index: int = -1) -> dict[str, Any]:

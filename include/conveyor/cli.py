@@ -194,7 +194,9 @@ def status() -> None:
 
 @app.command()
 def logs(
-    component: Annotated[str, typer.Argument(help="airflow, mlflow, model-server or supervisord")],
+    component: Annotated[
+        str, typer.Argument(help="airflow, mlflow, model-server, registry-relay or supervisord")
+    ],
     lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines from the end.")] = 50,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
 ) -> None:

@@ -14,6 +14,10 @@ CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 """The alias naming the version waiting to be deployed; moving it (DAG or person) asks for a deploy."""
 
+REGISTRY_ALIASES_ASSET: Final = "mlflow_registry_aliases"
+"""The Airflow asset the deploy DAG is scheduled on; the registry watcher and the webhook relay feed it."""
+REGISTRY_ALIASES_ASSET_URI: Final = "mlflow://registry/aliases"
+
 DEPLOY_STATUS_TAG: Final = "conveyor.deploy_status"
 """Model-version tag: what the deploy side last decided about the version (one of the statuses below)."""
 DEPLOY_DETAIL_TAG: Final = "conveyor.deploy_detail"
@@ -42,3 +46,9 @@ NOTHING_HANDLED: Final = "none"
 def handled_tag(alias: str) -> str:
     """The registered-model tag recording the last handled move of ``alias``."""
     return f"{HANDLED_TAG_PREFIX}{alias}"
+
+
+def handled_at_tag(alias: str) -> str:
+    """The registered-model tag recording when that move was decided (UTC, ISO 8601): an alias event
+    detected before it is the same move, reported twice (by the webhook and by polling)."""
+    return f"{HANDLED_TAG_PREFIX}{alias}_at"

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     airflow_port: int = 8080
     mlflow_port: int = 5000
     model_server_port: int = 8000
+    #: The model server's Open Inference Protocol v2 gRPC port, beside the REST one (0: no gRPC).
+    model_server_grpc_port: int = Field(default=8001, ge=0, le=65535)
+    #: Where the gRPC port listens; the REST host is uvicorn's ``--host`` (images set 0.0.0.0 for both).
+    model_server_grpc_host: str = "127.0.0.1"
     # Plain comma lists in the environment (not JSON), parsed by the validators below.
     serve_models: Annotated[tuple[str, ...], NoDecode] = ()
     pinned_versions: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
@@ -109,6 +113,16 @@ class Settings(BaseSettings):
     #: ``file:///<folder>`` (embedded default: ``<home>/locks``) or ``postgresql://host/db``
     #: (distributed default: MLflow's tracking database, reached by every worker).
     registry_lock_url: str = ""
+    #: The registry webhook relay (:mod:`conveyor.registry_relay`): its port on the embedded stack, and
+    #: the secret MLflow signs its deliveries with (``CONVEYOR_REGISTRY_WEBHOOK_SECRET``; the embedded
+    #: stack generates one).
+    registry_relay_port: int = Field(default=8090, ge=1, le=65535)
+    registry_webhook_secret: SecretStr = SecretStr("")
+    #: The Airflow API the relay posts asset events to (empty: ``http://127.0.0.1:<airflow_port>``), as
+    #: this user; an empty password means the embedded stack's generated admin password.
+    airflow_url: str = ""
+    airflow_username: str = "admin"
+    airflow_password: SecretStr = SecretStr("")
 
     def model_post_init(self, __context: object) -> None:
         if not self.registry_lock_url:

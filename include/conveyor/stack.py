@@ -1,4 +1,5 @@
-"""The embedded local stack: Airflow standalone, an MLflow tracking server and the model server.
+"""The embedded local stack: Airflow standalone, an MLflow tracking server, the model server and the
+registry relay (MLflow webhook -> Airflow asset event, :mod:`conveyor.registry_relay`).
 
 Everything lives under one git-ignored folder, ``settings.home`` (``<repo>/.conveyor`` by default)::
 
@@ -6,14 +7,15 @@ Everything lives under one git-ignored folder, ``settings.home`` (``<repo>/.conv
       supervisord.conf        generated on every ``up`` (mode 0600: it holds the server token)
       supervisord.pid         supervisor.sock (or /tmp/conveyor-<hash>.sock when the path is long)
       stack.json              generated local secrets and the ports in use (mode 0600)
-      logs/                   airflow.log, mlflow.log, model-server.log, supervisord.log
+      logs/                   airflow.log, mlflow.log, model-server.log, registry-relay.log,
+                              supervisord.log
       airflow/                AIRFLOW_HOME: airflow.cfg, airflow.db (SQLite), logs/ (task logs),
                               plugins/ (AirflowPlugin classes only; see airflow_env) and
                               simple_auth_manager_passwords.json.generated (the admin password)
       mlflow/                 mlflow.db (SQLite) and artifacts/ (served through the tracking server)
       data/                   the default data root (landing batches, snapshots, prediction logs)
 
-The three programs run under supervisord (from the ``supervisor`` package): it daemonizes, keeps
+The programs run under supervisord (from the ``supervisor`` package): it daemonizes, keeps
 them running, captures their output into ``logs/`` and answers XML-RPC on a unix socket, which is
 how :func:`status` and :func:`down` talk to it. Airflow is configured for a small machine
 (LocalExecutor with low parallelism, examples off, DAGs unpaused at creation, a 10 s DAG-folder
@@ -23,10 +25,17 @@ and ``conveyor``/``conveyor_airflow`` are imported from the (editable) install.
 Once Airflow answers, :func:`apply_airflow_settings` loads ``airflow_settings.yaml`` (connections,
 pools, variables) through the REST API, with ``${CONVEYOR_...}`` placeholders filled from the
 stack's state, so no port or secret is written into the repository.
+
+Once MLflow answers, :func:`register_registry_webhook` registers the relay as MLflow's webhook for
+alias moves (with a secret generated into ``stack.json``), so a move of ``challenger`` reaches the
+deploy DAG as soon as it is made; the registry watcher's polling stays as the fallback. The MLflow
+server gets what delivering needs: the key it encrypts webhook secrets with (also in ``stack.json``;
+a new key would make the stored secret unreadable) and leave to call plain HTTP on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import functools
@@ -58,8 +67,11 @@ from conveyor.airflow_api import AirflowApiError, AirflowClient
 from conveyor.errors import ConveyorError
 from conveyor.settings import REPO_ROOT, Settings, get_settings
 
-#: The components every stack has, in start order (supervisord programs of the embedded profile).
-COMPONENTS: tuple[str, ...] = ("mlflow", "model-server", "airflow")
+#: The registry webhook relay's program (:mod:`conveyor.registry_relay`).
+REGISTRY_RELAY = "registry-relay"
+#: The components every stack has (supervisord programs of the embedded profile; start order is
+#: their priority: MLflow, model server, relay, Airflow).
+COMPONENTS: tuple[str, ...] = ("mlflow", "model-server", "airflow", REGISTRY_RELAY)
 #: The Airflow programs of the distributed profile (plus ``airflow-worker-<n>`` Celery workers).
 DISTRIBUTED_AIRFLOW: tuple[str, ...] = (
     "airflow-api-server",
@@ -179,12 +191,22 @@ class StackPorts(BaseModel):
     airflow: int
     mlflow: int
     model_server: int
+    #: The registry relay (MLflow delivers alias moves there); a state from before it had 8090.
+    registry_relay: int = 8090
+    #: The model server's OIP v2 gRPC port; a state from before it had the default 8001.
+    model_server_grpc: int = 8001
     #: Airflow's log servers for running tasks and triggers (internal; moved if the default is taken).
     airflow_worker_logs: int = 8793
     airflow_trigger_logs: int = 8794
 
     def public(self) -> dict[str, int]:
-        return {"airflow": self.airflow, "mlflow": self.mlflow, "model-server": self.model_server}
+        return {
+            "airflow": self.airflow,
+            "mlflow": self.mlflow,
+            "model-server": self.model_server,
+            REGISTRY_RELAY: self.registry_relay,
+            "model-server-grpc": self.model_server_grpc,
+        }
 
 
 class StackState(BaseModel):
@@ -193,6 +215,11 @@ class StackState(BaseModel):
     stack_id: str = Field(default_factory=lambda: secrets.token_hex(8))
     model_server_token: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
     airflow_jwt_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(64))
+    #: The secret MLflow signs webhook deliveries with, and the relay checks them with.
+    registry_webhook_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
+    #: The Fernet key MLflow's server encrypts stored webhook secrets with (kept: a new one could not
+    #: read the stored secret back).
+    mlflow_webhook_encryption_key: str = Field(default_factory=lambda: _fernet_key())
     ports: StackPorts
     data_root: str
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -223,7 +250,7 @@ class StackState(BaseModel):
         """The supervisord programs of this stack, in start order."""
         if not self.distributed:
             return COMPONENTS
-        return ("mlflow", "model-server", *DISTRIBUTED_AIRFLOW, *self.worker_names())
+        return ("mlflow", "model-server", REGISTRY_RELAY, *DISTRIBUTED_AIRFLOW, *self.worker_names())
 
     def health_checks(self) -> tuple[str, ...]:
         """What must be healthy: the three components, plus the Celery workers when distributed."""
@@ -237,6 +264,8 @@ class StackInfo(BaseModel):
     airflow_url: str
     mlflow_url: str
     model_server_url: str
+    #: Where MLflow delivers alias moves (the relay's webhook endpoint).
+    registry_relay_url: str = ""
     airflow_username: str = AIRFLOW_USERNAME
     airflow_password: str | None
     model_server_token: str
@@ -277,6 +306,18 @@ class DownReport(BaseModel):
 
 def _url(port: int) -> str:
     return f"http://{LOCALHOST}:{port}"
+
+
+def _fernet_key() -> str:
+    """A key in Fernet's format (32 random bytes, URL-safe base64), as MLflow's server expects."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def registry_webhook_url(ports: StackPorts) -> str:
+    """Where the stack's MLflow delivers alias moves: the relay's webhook endpoint."""
+    from conveyor.registry_relay import WEBHOOK_PATH
+
+    return f"{_url(ports.registry_relay)}{WEBHOOK_PATH}"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -338,6 +379,7 @@ def _info(paths: StackPaths, state: StackState, **extra: Any) -> StackInfo:
         airflow_url=_url(state.ports.airflow),
         mlflow_url=_url(state.ports.mlflow),
         model_server_url=_url(state.ports.model_server),
+        registry_relay_url=registry_webhook_url(state.ports),
         airflow_password=read_airflow_password(paths),
         model_server_token=state.model_server_token,
         data_root=state.data_root,
@@ -366,7 +408,7 @@ def isolated_settings(home: Path, **overrides: Any) -> Settings:
         **overrides: Any other :class:`~conveyor.settings.Settings` field.
     """
     chosen: list[int] = []
-    while len(chosen) < 3:
+    while len(chosen) < 5:
         port = free_port()
         if port not in chosen:
             chosen.append(port)
@@ -376,6 +418,8 @@ def isolated_settings(home: Path, **overrides: Any) -> Settings:
         "airflow_port": chosen[0],
         "mlflow_port": chosen[1],
         "model_server_port": chosen[2],
+        "registry_relay_port": chosen[3],
+        "model_server_grpc_port": chosen[4],
     }
     return Settings(**(values | overrides))
 
@@ -423,7 +467,9 @@ def check_ports_free(ports: Mapping[str, int]) -> None:
         lines.append(f"  {name}: port {port} is in use" + (f" by {holder}" if holder else ""))
     option = {"airflow": "airflow-port", "mlflow": "mlflow-port", "model-server": "model-server-port"}
     hints = ", ".join(
-        f"--{option[n]} / CONVEYOR_{option[n].upper().replace('-', '_')}" for n in taken if n in option
+        [f"--{option[n]} / CONVEYOR_{option[n].upper().replace('-', '_')}" for n in taken if n in option]
+        + (["CONVEYOR_REGISTRY_RELAY_PORT"] if REGISTRY_RELAY in taken else [])
+        + (["CONVEYOR_MODEL_SERVER_GRPC_PORT"] if "model-server-grpc" in taken else [])
     )
     raise PortInUseError(
         "cannot start the stack, a port is taken:\n"
@@ -483,6 +529,23 @@ def conveyor_env(settings: Settings, state: StackState) -> dict[str, str]:
         "CONVEYOR_MODEL_SERVER_PORT": str(state.ports.model_server),
         # Every alias writer (tasks on any worker, the CLI) must take the same lock.
         "CONVEYOR_REGISTRY_LOCK_URL": settings.registry_lock_url,
+    }
+
+
+def mlflow_webhook_env(state: StackState) -> dict[str, str]:
+    """What the MLflow server needs to store webhook secrets and deliver to the relay on 127.0.0.1.
+
+    MLflow encrypts stored webhook secrets with ``MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY`` (a random
+    key per process otherwise, so a restart could not read them back) and by default delivers only
+    over HTTPS to public addresses; the local relay is plain HTTP on the loopback address. The list
+    of webhooks is cached per event; a short cache sees a registration made after a move soon.
+    """
+    return {
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": state.mlflow_webhook_encryption_key,
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "10",
+        "MLFLOW_WEBHOOK_REQUEST_TIMEOUT": "15",
     }
 
 
@@ -585,7 +648,9 @@ def render_supervisord_conf(
                 "1",
             ),
             "directory": str(paths.mlflow_dir),
-            "environment": _env_line({**common, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
+            "environment": _env_line(
+                {**common, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **mlflow_webhook_env(state)}
+            ),
             "priority": "100",
             "stopsignal": "TERM",
             "stopwaitsecs": "15",
@@ -605,11 +670,38 @@ def render_supervisord_conf(
             ),
             "directory": str(settings.home),
             "environment": _env_line(
-                {**common, **conveyor, "CONVEYOR_MODEL_SERVER_TOKEN": state.model_server_token}
+                {
+                    **common,
+                    **conveyor,
+                    "CONVEYOR_MODEL_SERVER_TOKEN": state.model_server_token,
+                    "CONVEYOR_MODEL_SERVER_GRPC_PORT": str(ports.model_server_grpc),
+                }
             ),
             "priority": "200",
             "stopsignal": "TERM",
             "stopwaitsecs": "15",
+        },
+        REGISTRY_RELAY: {
+            "command": _command(
+                bin_dir / "uvicorn",
+                "conveyor.registry_relay:create_app",
+                "--factory",
+                "--host",
+                LOCALHOST,
+                "--port",
+                str(ports.registry_relay),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
+            ),
+            "directory": str(settings.home),
+            # It posts to Airflow as the local admin, reading the password from <home>/airflow.
+            "environment": _env_line(
+                {**common, **conveyor, "CONVEYOR_REGISTRY_WEBHOOK_SECRET": state.registry_webhook_secret}
+            ),
+            "priority": "250",
+            "stopsignal": "TERM",
+            "stopwaitsecs": "10",
         },
     }
     airflow = _env_line({**common, **conveyor, **airflow_env(settings, state, paths)})
@@ -839,6 +931,19 @@ def check_health(component: str, ports: StackPorts) -> tuple[bool, str]:
                 body = ready.json()
                 reason = str(body.get("detail") or body.get("reason") or body)[:120]
         return True, "live, not ready" + (f" ({reason})" if reason else " (no champion deployed yet)")
+    if component == REGISTRY_RELAY:
+        response = _http_get(f"{_url(ports.registry_relay)}/health")
+        if response is None:
+            return False, "not answering yet"
+        if response.status_code != 200:
+            return False, f"/health {response.status_code}"
+        with contextlib.suppress(ValueError):
+            body = response.json()
+            return True, (
+                f"{body.get('relayed', 0)} moves relayed, {body.get('refused', 0)} deliveries refused, "
+                f"{body.get('airflow_failed', 0)} not taken by Airflow"
+            )
+        return True, "/health 200"
     if component == "airflow":
         response = _http_get(f"{_url(ports.airflow)}/api/v2/monitor/health")
         if response is None:
@@ -922,7 +1027,13 @@ def _locked(paths: StackPaths) -> Iterator[None]:
 
 def _new_state(settings: Settings, previous: StackState | None) -> StackState:
     """State for a fresh start: the configured ports, secrets kept from the last run if any."""
-    public = {settings.airflow_port, settings.mlflow_port, settings.model_server_port}
+    public = {
+        settings.airflow_port,
+        settings.mlflow_port,
+        settings.model_server_port,
+        settings.registry_relay_port,
+        settings.model_server_grpc_port,
+    }
     old = previous.ports if previous else None
     worker_logs = _pick_internal_port(old.airflow_worker_logs if old else 8793, public)
     trigger_logs = _pick_internal_port(old.airflow_trigger_logs if old else 8794, public | {worker_logs})
@@ -930,6 +1041,8 @@ def _new_state(settings: Settings, previous: StackState | None) -> StackState:
         airflow=settings.airflow_port,
         mlflow=settings.mlflow_port,
         model_server=settings.model_server_port,
+        registry_relay=settings.registry_relay_port,
+        model_server_grpc=settings.model_server_grpc_port,
         airflow_worker_logs=worker_logs,
         airflow_trigger_logs=trigger_logs,
     )
@@ -945,11 +1058,15 @@ def _new_state(settings: Settings, previous: StackState | None) -> StackState:
             "stack_id": previous.stack_id,
             "model_server_token": previous.model_server_token,
             "airflow_jwt_secret": previous.airflow_jwt_secret,
+            "registry_webhook_secret": previous.registry_webhook_secret,
+            "mlflow_webhook_encryption_key": previous.mlflow_webhook_encryption_key,
             "created_at": previous.created_at,
             "created_databases": previous.created_databases,
         }
     if settings.model_server_token:
         values["model_server_token"] = settings.model_server_token
+    if settings.registry_webhook_secret.get_secret_value():
+        values["registry_webhook_secret"] = settings.registry_webhook_secret.get_secret_value()
     state = StackState(**values)
     if settings.profile == "distributed":
         server = settings.postgres_url.rstrip("/")
@@ -1227,7 +1344,8 @@ def _wait_healthy(
 ) -> None:
     deadline = time.monotonic() + timeout
     applied = airflow_settings_path is None
-    last_message = apply_error = ""
+    registered = False
+    last_message = apply_error = register_error = ""
     while True:
         procs = _process_info(paths)
         if not procs:
@@ -1248,6 +1366,15 @@ def _wait_healthy(
                     tail(paths.log_file(name), 40),
                 )
         health = {name: stack_health(name, state) for name in state.health_checks()}
+        if not registered and health["mlflow"][0]:
+            try:
+                outcome = register_registry_webhook(state)
+                registered = True
+                progress(f"MLflow webhook {outcome}: alias moves go to {registry_webhook_url(state.ports)}")
+            except Exception as exc:  # MLflow refused or failed; say why and try again
+                if str(exc) != register_error:
+                    register_error = str(exc)
+                    progress(f"MLflow webhook not registered yet ({exc})")
         if not applied and _airflow_api_up(state) and read_airflow_password(paths):
             # Pools first of all: the scheduler holds back tasks of a pool that does not exist yet.
             try:
@@ -1262,23 +1389,50 @@ def _wait_healthy(
                     apply_error = str(exc)
                     progress(f"airflow_settings.yaml not applied yet ({exc})")
         pending = [f"{n} ({detail})" for n, (ok, detail) in health.items() if not ok]
-        if not pending and applied:
+        if not pending and applied and registered:
             return
-        message = "waiting for " + ", ".join(pending) if pending else "applying airflow_settings.yaml"
+        message = (
+            "waiting for " + ", ".join(pending)
+            if pending
+            else "applying airflow_settings.yaml"
+            if not applied
+            else "registering the MLflow webhook"
+        )
         if message != last_message:
             progress(message)
             last_message = message
         if time.monotonic() > deadline:
             name = next((n for n, (ok, _) in health.items() if not ok), "airflow")
             log_name = _log_name_for(name, state)
+            if not pending and applied:
+                name, log_name = "mlflow", "mlflow"
+            unfinished = (
+                ", ".join(pending)
+                if pending
+                else "airflow_settings.yaml not applied: " + apply_error
+                if not applied
+                else "the MLflow webhook not registered: " + register_error
+            )
             raise ComponentFailedError(
                 name,
-                f"the stack was not healthy within {timeout:.0f}s: "
-                f"{', '.join(pending) or 'airflow_settings.yaml not applied: ' + apply_error}; "
+                f"the stack was not healthy within {timeout:.0f}s: {unfinished}; "
                 f"full log: {paths.log_file(log_name)}",
                 tail(paths.log_file(log_name), 40),
             )
         time.sleep(2.0)
+
+
+def register_registry_webhook(state: StackState) -> str:
+    """Register the stack's relay as MLflow's webhook for alias moves (idempotent, by name).
+
+    Returns:
+        ``"created"`` or ``"updated"`` (see :func:`conveyor.registry_relay.ensure_webhook`).
+    """
+    from conveyor.registry.tracking import client_for
+    from conveyor.registry_relay import ensure_webhook
+
+    client = client_for(_url(state.ports.mlflow))
+    return ensure_webhook(client, registry_webhook_url(state.ports), state.registry_webhook_secret)
 
 
 def _log_name_for(check: str, state: StackState) -> str:
@@ -1323,6 +1477,7 @@ def status(settings: Settings | None = None) -> list[ComponentStatus]:
             airflow=settings.airflow_port,
             mlflow=settings.mlflow_port,
             model_server=settings.model_server_port,
+            registry_relay=settings.registry_relay_port,
         )
     )
     programs = state.programs() if state else COMPONENTS

@@ -160,7 +160,11 @@ def test_gate_report_link_survives_serialization(dagbag) -> None:  # type: ignor
 def test_deploy_dag_is_fed_by_the_registry_watcher(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.dags["conveyor_deploy"]
     assets = list(dag.timetable.asset_condition.objects)
-    assert [a.name for a in assets] == ["mlflow_registry_aliases"]
+    from conveyor import registry_relay
+
+    # the asset the webhook relay posts events to (the push path beside the watcher)
+    assert [(a.name, a.uri) for a in assets] == [(registry_relay.ASSET_NAME, registry_relay.ASSET_URI)]
+    assert assets[0].name == "mlflow_registry_aliases"
     watcher = assets[0].watchers[0]
     assert type(watcher.trigger).__name__ == "MlflowAliasChangedTrigger"
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 KUBERNETES_VERSION = "1.33"
 
 SERVER_PORT = 8000
+GRPC_PORT = 8001  # OIP v2 gRPC (KServe / Triton convention); the image listens on 0.0.0.0
 SERVER_APP_NAME = "conveyor-model-server"
 TRAINING_APP_NAME = "conveyor-training"
 #: ``uvicorn`` from the image's environment; the port is the container port below.
@@ -242,7 +243,10 @@ def render_model_server(
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(SERVER_COMMAND),
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "envFrom": _env_from(settings_config_map, mlflow_secret),
         "env": env,
         "resources": resources.to_k8s(),
@@ -323,7 +327,16 @@ def render_model_server(
         "spec": {
             "type": "ClusterIP",
             "selector": dict(selector),
-            "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": SERVER_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+            ],
         },
     }
     autoscaler = {

@@ -28,6 +28,7 @@ from conveyor.names import (
     REJECTED,
     ROLLED_BACK,
     SUPERSEDED,
+    handled_at_tag,
     handled_tag,
 )
 from conveyor.registry.tracking import TAG_PREFIX
@@ -93,6 +94,15 @@ def plan_deployments(client: Any, events: list[dict[str, Any]]) -> list[dict[str
         if challenger == champion:
             log.info("%s: challenger v%s is already champion; nothing to deploy", name, challenger)
             continue
+        batch = [e for e in events if e.get("registered_model") == name]
+        if decided_at := _already_decided(client, name, challenger, batch):
+            log.info(
+                "%s: challenger v%s was decided at %s, after these events; nothing new",
+                name,
+                challenger,
+                decided_at,
+            )
+            continue
         plan.append(
             {
                 "model": spec.name,
@@ -139,6 +149,28 @@ def _serve_champion_again(server: Any, spec: ModelSpec, swapped_in: str) -> None
             swapped_in,
             spec.name,
         )
+
+
+def _mark_handled(client: Any, name: str, version: str) -> None:
+    """Record that the deploy side decided on ``challenger`` naming ``version`` (and when)."""
+    client.set_registered_model_tag(name, handled_tag(CHALLENGER), version)
+    client.set_registered_model_tag(name, handled_at_tag(CHALLENGER), datetime.now(UTC).isoformat())
+
+
+def _already_decided(client: Any, name: str, challenger: str, events: list[dict[str, Any]]) -> str | None:
+    """When every event of this batch was detected before the deploy side decided on ``challenger``
+    naming this version, they report that same move again (the webhook and polling both report each
+    move): the time of that decision; else ``None``."""
+    tags = client.get_registered_model(name).tags or {}
+    decided_at = tags.get(handled_at_tag(CHALLENGER))
+    if tags.get(handled_tag(CHALLENGER)) != challenger or not decided_at:
+        return None
+    try:
+        decided = datetime.fromisoformat(decided_at)
+        detected = [datetime.fromisoformat(str(e["detected_at"])) for e in events]
+    except (KeyError, TypeError, ValueError):  # a manual run ("detected_at": "manual") always plans
+        return None
+    return decided_at if detected and all(d <= decided for d in detected) else None
 
 
 def _check_in_server(server: Any, spec: ModelSpec, version: str) -> tuple[dict[str, Any], list[str]]:
@@ -247,7 +279,7 @@ def deploy_candidate(
     if problems:
         client.set_model_version_tag(name, version, DEPLOY_STATUS_TAG, REJECTED)
         client.set_model_version_tag(name, version, DEPLOY_DETAIL_TAG, "; ".join(problems)[:4000])
-        client.set_registered_model_tag(name, handled_tag(CHALLENGER), version)
+        _mark_handled(client, name, version)
         raise CandidateRejectedError(
             f"{name} v{version} rejected by the model server: {'; '.join(problems)}. "
             f"Production keeps serving champion v{expected_champion}. Inspect the version in MLflow, "
@@ -264,7 +296,7 @@ def deploy_candidate(
         dag_run_id=dag_run_id,
         details={"stage_report": summary, **gate_details(client.get_model_version(name, version).tags)},
     )
-    client.set_registered_model_tag(name, handled_tag(CHALLENGER), version)
+    _mark_handled(client, name, version)
     log.info("%s v%s is champion and serving (previous: v%s)", name, version, expected_champion)
     return {
         "model": spec.name,

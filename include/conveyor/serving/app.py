@@ -7,6 +7,7 @@ Routes:
 * ``GET /health/live``, ``GET /health/ready`` (200/503 with per-model detail; also under ``/v2/health``)
 * ``GET /v2``, ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready`` (Open Inference Protocol v2)
 * ``POST /v2/models/{name}/infer`` (OIP v2: one tensor per feature column in, one per output column out)
+* OIP v2 over gRPC (``inference.GRPCInferenceService``) on its own port (``CONVEYOR_MODEL_SERVER_GRPC_PORT``)
 * ``POST /invocations?model=<name>``, ``POST /models/{name}/invocations`` (MLflow scoring protocol)
 * ``GET /models``, ``GET /metrics``
 * ``POST /admin/models/{name}/stage|promote|reload`` (``Authorization: Bearer <token>``)
@@ -18,25 +19,22 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import conveyor
-from conveyor import tasks
-from conveyor.serving.errors import InvalidInput, ModelContractError, ServingError
-from conveyor.serving.loader import LoadedModel
+from conveyor.serving import inference
+from conveyor.serving.errors import ServingError
+from conveyor.serving.inference import InferenceCore
 from conveyor.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from conveyor.serving.predlog import PredictionChunk, PredictionLogWriter
+from conveyor.serving.predlog import PredictionLogWriter
 from conveyor.serving.schemas import (
     ModelStatus,
     PromoteRequest,
@@ -46,32 +44,15 @@ from conveyor.serving.schemas import (
     StageRequest,
 )
 from conveyor.serving.state import ModelServer, scan_specs
-from conveyor.serving.validation import (
-    DEFAULT_MAX_ROWS,
-    Batch,
-    batch_from_oip,
-    batch_from_scoring_body,
-    echo,
-    input_columns,
-    out_of_contract,
-    parse_json,
-)
+from conveyor.serving.validation import DEFAULT_MAX_ROWS, echo, parse_json
 from conveyor.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from conveyor.config import ModelSpec
 
 log = logging.getLogger(__name__)
 
-SERVER_NAME = "conveyor-model-server"
+#: The REST body limit, and the gRPC message limit.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 #: Admin bodies are a version number and a few options.
 MAX_ADMIN_BODY_BYTES = 64 * 1024
-_UNKNOWN = "_unknown"
-#: Open Inference Protocol datatype of each MLflow output type (``conveyor.tasks.output_types``).
-OIP_OUTPUT_DATATYPES = {"double": "FP64", "long": "INT64", "string": "BYTES"}
 
 
 def create_app(
@@ -93,7 +74,8 @@ def create_app(
     Args:
         settings: defaults to the process settings (``CONVEYOR_*`` environment).
         max_batch_rows: rows per prediction request above which the request is refused (422).
-        max_body_bytes: request bodies above this size are refused (413).
+        max_body_bytes: request bodies (and gRPC messages) above this size are refused (413,
+            ``RESOURCE_EXHAUSTED``).
         load_attempts: tries per model at startup (MLflow may come up after the server).
         champion_recheck_s: least pause before a prediction for a model without a champion makes
             the server look for ``@champion`` in the registry again.
@@ -116,14 +98,21 @@ def create_app(
         on_write=lambda model, n: metrics.log_written.labels(model).inc(n),
     )
 
+    core = InferenceCore(server, metrics, predlog, max_batch_rows)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         predlog.start()
         server.start_loading()
         server.start_reconciling(settings.model_server_reconcile_s)
+        grpc_server = await _start_grpc(app, core, settings, max_body_bytes)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                from conveyor.serving.grpc import server as grpc_service
+
+                await grpc_service.stop(grpc_server)
             server.stop_reconciling()
             predlog.close()
 
@@ -137,6 +126,8 @@ def create_app(
     app.state.server = server
     app.state.metrics = metrics
     app.state.predlog = predlog
+    app.state.core = core
+    app.state.grpc_port = None  # the bound gRPC port once the lifespan started it
     _install_error_handlers(app)
 
     def require_admin(request: Request) -> None:
@@ -169,13 +160,13 @@ def create_app(
 
     # -- health -------------------------------------------------------------------------------------
 
-    @app.get("/health/live", tags=["health"])
+    @app.get("/health/live", tags=["health"], **conveyor.serving.schemas.route_doc("live"))
     @app.get("/v2/health/live", include_in_schema=False)
     @app.get("/ping", include_in_schema=False)
     def live() -> dict[str, Any]:
         return {"live": True}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get("/health/ready", tags=["health"], **conveyor.serving.schemas.route_doc("ready"))
     @app.get("/v2/health/ready", include_in_schema=False)
     def ready() -> JSONResponse:
         is_ready, detail = server.readiness()
@@ -192,50 +183,24 @@ def create_app(
 
     # -- metadata -----------------------------------------------------------------------------------
 
-    @app.get("/models", tags=["models"], response_model=list[ModelStatus])
+    @app.get(
+        "/models",
+        tags=["models"],
+        response_model=list[ModelStatus],
+        **conveyor.serving.schemas.route_doc("models"),
+    )
     def models() -> list[ModelStatus]:
         return server.statuses()
 
-    @app.get("/v2", tags=["oip"])
+    @app.get("/v2", tags=["oip"], **conveyor.serving.schemas.route_doc("server_metadata"))
     def server_metadata() -> dict[str, Any]:
-        server.refresh_specs()
-        return {
-            "name": SERVER_NAME,
-            "version": conveyor.__version__,
-            "extensions": [],
-            "models": sorted(server.slots),
-            "spec_errors": dict(server.spec_errors),
-        }
+        return inference.server_metadata(server)
 
-    @app.get("/v2/models/{name}", tags=["oip"])
+    @app.get("/v2/models/{name}", tags=["oip"], **conveyor.serving.schemas.route_doc("model_metadata"))
     def model_metadata(name: str) -> dict[str, Any]:
-        slot = server.slot(name)
-        model, staged = slot.serving, slot.staged
-        columns = model.columns if model else input_columns(None, slot.spec)
-        return {
-            "name": name,
-            "versions": [m.version for m in (model, staged) if m is not None],
-            "platform": "mlflow_pyfunc",
-            "inputs": [{"name": c.name, "datatype": c.oip_datatype, "shape": [-1]} for c in columns],
-            "outputs": [
-                {"name": column, "datatype": OIP_OUTPUT_DATATYPES[kind], "shape": [-1]}
-                for column, kind in tasks.output_types(slot.spec)
-            ],
-            "parameters": {
-                "registered_model_name": slot.spec.registered_model_name,
-                "serving_version": model.version if model else None,
-                "alias": model.alias if model else None,
-                "model_uri": model.model_uri if model else None,
-                "staged_version": staged.version if staged else None,
-                "id_column": slot.spec.data.id_column,
-                "task": slot.spec.task,
-                "classes": list(slot.spec.classes),
-                "state": slot.state,
-                "ready": slot.ready,
-            },
-        }
+        return inference.model_metadata(server, name)
 
-    @app.get("/v2/models/{name}/ready", tags=["oip"])
+    @app.get("/v2/models/{name}/ready", tags=["oip"], **conveyor.serving.schemas.route_doc("model_ready"))
     def model_ready(name: str) -> JSONResponse:
         slot = server.slot(name)
         model = slot.serving
@@ -244,103 +209,83 @@ def create_app(
             body["detail"] = slot.status().error or slot.state
         return JSONResponse(body, status_code=200 if slot.ready else 503)
 
-    @app.get("/metrics", tags=["health"])
+    @app.get(
+        "/metrics", tags=["health"], response_class=Response, **conveyor.serving.schemas.route_doc("metrics")
+    )
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # -- predictions --------------------------------------------------------------------------------
 
     async def serve(request: Request, name: str | None, route: str) -> Response:
-        started = time.perf_counter()
         request_id = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
-        label, version = _UNKNOWN, ""
-        slot = None
-        try:
-            if name is None:
-                if len(server.slots) != 1:
-                    raise InvalidInput(
-                        "name the model: POST /invocations?model=<name> or /models/<name>/invocations; "
-                        f"this server serves {sorted(server.slots)}",
-                        status=400,
-                    )
-                name = next(iter(server.slots))
-            if name not in server.slots:  # reads the specs folder again: off the event loop
-                await run_in_threadpool(server.slot, name)
-            slot = server.slot(name)
-            label = name
-            slot, model = server.serving(name)
-            version = model.version
-            _check_content(request, max_body_bytes)
-            raw = await _read_body(request, max_body_bytes)
-            # Parsing, validation, prediction and rendering are CPU work: off the event loop, so a
-            # 10,000-row batch never stalls the other requests (or /health) for its duration.
-            batch, outputs, counts, response = await run_in_threadpool(
-                _answer, route, name, model, slot.spec, raw, max_batch_rows, request_id
-            )
-            request_id = batch.request_id or request_id
-        except Exception as raised:
-            if isinstance(raised, ServingError):
-                exc = raised
-            else:
-                log.exception("unexpected error serving %s on %s", name, route)
-                exc = ServingError(500, "internal server error; the server log has the details")
-            latency = time.perf_counter() - started
-            metrics.requests.labels(label, version, route, str(exc.status)).inc()
-            metrics.latency.labels(label, version, route).observe(latency)
-            if slot is not None:
-                predlog.submit(_error_event(name or label, version, request_id, route, exc, latency))
-            return _error_response(exc, {"X-Request-ID": request_id})
-        latency = time.perf_counter() - started
-        metrics.requests.labels(name, version, route, "200").inc()
-        metrics.latency.labels(name, version, route).observe(latency)
-        for predicted, n in counts:
-            metrics.predictions.labels(name, version, predicted).inc(n)
-        predlog.submit(
-            PredictionChunk(
-                model=name,
-                version=version,
-                request_id=request_id,
-                route=route,
-                ts=datetime.now(UTC),
-                latency_ms=latency * 1000.0,
-                frame=batch.frame,
-                outputs=outputs,
-                ids=batch.ids,
-                spec=slot.spec,
-            )
-        )
-        response.headers["X-Request-ID"] = request_id
-        response.headers["X-Model-Version"] = version
-        return response
 
-    @app.post("/v2/models/{name}/infer", tags=["oip"])
+        async def read() -> bytes:
+            _check_content(request, max_body_bytes)
+            return await _read_body(request, max_body_bytes)
+
+        try:
+            answer = await core.infer(
+                name,
+                protocol="oip" if route == "v2_infer" else "scoring",
+                route=route,
+                request_id=request_id,
+                read=read,
+                decode=parse_json,
+            )
+        except ServingError as exc:
+            return _error_response(exc, {"X-Request-ID": request_id})
+        return JSONResponse(
+            answer.body, headers={"X-Request-ID": answer.request_id, "X-Model-Version": answer.version}
+        )
+
+    @app.post("/v2/models/{name}/infer", tags=["oip"], **conveyor.serving.schemas.route_doc("infer"))
     async def infer(name: str, request: Request) -> Response:
         """Open Inference Protocol v2: ``{"inputs": [{"name", "shape", "datatype", "data"}, ...]}``."""
         return await serve(request, name, "v2_infer")
 
-    @app.post("/invocations", tags=["mlflow"])
+    @app.post("/invocations", tags=["mlflow"], **conveyor.serving.schemas.route_doc("invocations"))
     async def invocations(request: Request, model: str | None = None) -> Response:
         """MLflow scoring protocol: ``dataframe_split``, ``dataframe_records`` or ``inputs``."""
         return await serve(request, model, "invocations")
 
-    @app.post("/models/{name}/invocations", tags=["mlflow"])
+    @app.post(
+        "/models/{name}/invocations",
+        tags=["mlflow"],
+        **conveyor.serving.schemas.route_doc("model_invocations"),
+    )
     async def model_invocations(name: str, request: Request) -> Response:
         """MLflow scoring protocol for one named model."""
         return await serve(request, name, "invocations")
 
     # -- admin --------------------------------------------------------------------------------------
 
-    @app.post("/admin/models/{name}/stage", tags=["admin"], dependencies=[Depends(require_admin)])
+    @app.post(
+        "/admin/models/{name}/stage",
+        tags=["admin"],
+        dependencies=[Depends(require_admin)],
+        **conveyor.serving.schemas.route_doc("stage"),
+    )
     def stage(name: str, body: StageRequest) -> StageReport:
         """Load a candidate into the staging slot, replay its golden rows, time it. Serving is untouched."""
         return server.stage(name, body)
 
-    @app.post("/admin/models/{name}/promote", tags=["admin"], dependencies=[Depends(require_admin)])
+    @app.post(
+        "/admin/models/{name}/promote",
+        tags=["admin"],
+        dependencies=[Depends(require_admin)],
+        **conveyor.serving.schemas.route_doc("promote"),
+    )
     def promote(name: str, body: PromoteRequest | None = None) -> PromoteResult:
         """Swap the staged version in atomically; in-flight requests finish on the old one."""
         return server.promote(name, body or PromoteRequest())
 
-    @app.post("/admin/models/{name}/reload", tags=["admin"], dependencies=[Depends(require_admin)])
+    @app.post(
+        "/admin/models/{name}/reload",
+        tags=["admin"],
+        dependencies=[Depends(require_admin)],
+        **conveyor.serving.schemas.route_doc("reload"),
+    )
     def reload(name: str) -> ReloadResult:
         """Load ``@champion`` again and swap it in when it answers its golden rows."""
         return server.reload(name)
@@ -348,143 +293,23 @@ def create_app(
     return app
 
 
-def _answer(
-    route: str,
-    name: str,
-    model: LoadedModel,
-    spec: ModelSpec,
-    raw: bytes,
-    max_rows: int,
-    request_id: str,
-) -> tuple[Batch, pd.DataFrame, list[tuple[str, int]], JSONResponse]:
-    body = parse_json(raw)
-    if route == "v2_infer":
-        batch = batch_from_oip(body, model.columns, spec, max_rows)
-        _check_requested_outputs(spec, batch.requested_outputs)
-    else:
-        batch = batch_from_scoring_body(body, model.columns, spec, max_rows)
-    if spec.deploy.out_of_contract == "reject":
-        problems = out_of_contract(spec, batch.frame)
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise InvalidInput(
-                f"values outside the data contract (deploy.out_of_contract: reject): "
-                f"{problems[0]['message']}{more}",
-                problems,
-            )
-    outputs = _predict(model, batch)
-    response = _format(route, name, model, spec, batch, outputs, batch.request_id or request_id)
-    return batch, outputs, _prediction_counts(spec, outputs), response
-
-
-def _check_requested_outputs(spec: ModelSpec, requested: tuple[str, ...] | None) -> None:
-    """Refuse (400) OIP ``outputs`` that name no output column of the model's task."""
-    if not requested:
-        return
-    columns = tasks.output_columns(spec.task, spec.classes)
-    unknown = sorted(set(requested) - set(columns))
-    if unknown:
-        raise InvalidInput(
-            f"unknown output(s) {', '.join(echo(o) for o in unknown[:10])}; the {spec.task} model returns "
-            f"{', '.join(columns)}",
-            [{"output": echo(o), "message": "not an output of this model"} for o in unknown[:50]],
-            status=400,
-        )
-
-
-def _prediction_counts(spec: ModelSpec, outputs: pd.DataFrame) -> list[tuple[str, int]]:
-    """Rows per predicted class, the ``prediction`` label of ``conveyor_predictions``.
-
-    Classification labels come from ``data.classes`` (checked by the contract), so the label set is
-    bounded; a regression value is never a label: its rows are counted under ``prediction=""``.
-    """
-    import numpy as np
-
-    if spec.task == "regression":
-        return [("", len(outputs))]
-    values, counts = np.unique(outputs["prediction"].to_numpy(), return_counts=True)
-    return [(str(v), int(n)) for v, n in zip(values.tolist(), counts.tolist(), strict=True)]
-
-
-def _predict(model: LoadedModel, batch: Batch) -> pd.DataFrame:
-    """The model's outputs for ``batch``. A model that fails on values outside the spec's data
-    contract (a range or category it never saw) is the request's fault: a 422 naming them."""
-    try:
-        return _predict_checked(model, batch)
-    except ServingError as exc:
-        if exc.status < 500:
-            raise
-        problems = out_of_contract(model.spec, batch.frame)
-        if not problems:
-            raise
-        raise InvalidInput(
-            f"the model could not score values outside its data contract: {problems[0]['message']}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-            problems,
-        ) from None
-
-
-def _predict_checked(model: LoadedModel, batch: Batch) -> pd.DataFrame:
-    from mlflow.exceptions import MlflowException
+async def _start_grpc(app: FastAPI, core: InferenceCore, settings: Settings, max_body_bytes: int) -> Any:
+    """The Open Inference Protocol gRPC server on ``settings.model_server_grpc_port`` (0: none), in
+    the running event loop; ``app.state.grpc_port`` says where it listens. A port that cannot be bound
+    is logged as an error and the REST routes serve on without gRPC."""
+    port = settings.model_server_grpc_port
+    if not port:
+        return None
+    from conveyor.serving.grpc import server as grpc_service
 
     try:
-        return model.predict(batch.frame)
-    except ModelContractError as exc:
-        log.error("model %s version %s broke the output contract: %s", model.name, model.version, exc)
-        raise ServingError(
-            500, f"model {model.name!r} version {model.version} broke its contract: {exc}"
-        ) from None
-    except MlflowException as exc:
-        if exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
-            first_line = str(exc.message).strip().splitlines()[0][:500]
-            raise InvalidInput(f"the model refused the input: {first_line}") from None
-        log.exception("model %s version %s failed to predict", model.name, model.version)
-        raise ServingError(500, "the model failed to predict; the server log has the details") from None
-    except Exception:
-        log.exception("model %s version %s failed to predict", model.name, model.version)
-        raise ServingError(500, "the model failed to predict; the server log has the details") from None
-
-
-def _format(
-    route: str,
-    name: str,
-    model: LoadedModel,
-    spec: ModelSpec,
-    batch: Batch,
-    outputs: pd.DataFrame,
-    request_id: str,
-) -> JSONResponse:
-    """The response of each protocol, one value per output column of the task (docs/CONTRACTS.md).
-
-    MLflow scoring: ``{"predictions": [{column: value, ...}, ...]}``, columns in contract order. OIP
-    v2: one tensor per column (``FP64`` probabilities and regression values, ``INT64`` or ``BYTES``
-    labels), narrowed to ``outputs`` when the request names some.
-    """
-    types = tasks.output_types(spec)
-    values = {column: outputs[column].tolist() for column, _ in types}
-    if route != "v2_infer":
-        names = list(values)
-        return JSONResponse(
-            {
-                "predictions": [
-                    dict(zip(names, row, strict=True)) for row in zip(*values.values(), strict=True)
-                ]
-            }
+        grpc_server, app.state.grpc_port = await grpc_service.start(
+            core, host=settings.model_server_grpc_host, port=port, max_message_bytes=max_body_bytes
         )
-    requested = batch.requested_outputs
-    tensors = [
-        {
-            "name": column,
-            "datatype": OIP_OUTPUT_DATATYPES[kind],
-            "shape": [len(values[column])],
-            "data": values[column],
-        }
-        for column, kind in types
-        if not requested or column in requested
-    ]
-    return JSONResponse(
-        {"model_name": name, "model_version": model.version, "id": request_id, "outputs": tensors}
-    )
+    except OSError as exc:
+        log.error("%s; the server answers REST only (CONVEYOR_MODEL_SERVER_GRPC_PORT sets the port)", exc)
+        return None
+    return grpc_server
 
 
 def _check_content(request: Request, max_body_bytes: int) -> None:
@@ -527,22 +352,6 @@ class _AdminGate:
                 await _error_response(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-def _error_event(
-    model: str, version: str, request_id: str, route: str, exc: ServingError, latency_s: float
-) -> dict[str, Any]:
-    return {
-        "event": "error",
-        "ts": datetime.now(UTC).isoformat(),
-        "model": model,
-        "version": version or None,
-        "request_id": request_id,
-        "route": route,
-        "status": exc.status,
-        "error": exc.message[:500],
-        "latency_ms": round(latency_s * 1000.0, 3),
-    }
 
 
 def _error_response(exc: ServingError, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from conveyor.serving.errors import InvalidInput
+from conveyor.serving.schemas import REQUEST_ID_PATTERN
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +51,12 @@ _MAX_DEPTH = 32
 _MAX_ECHO = 80
 # Stands for a key a record lacks, already reported once as "row i lacks column c".
 _ABSENT = object()
+# A request id comes back as a response header: printable ASCII only (no line breaks, no Unicode).
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+# How much of a request id is kept.
+_MAX_REQUEST_ID = 128
+# A JSON escape of a UTF-16 surrogate (half of a pair such as an emoji's, or a lone one).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise InvalidInput("empty request body: send a JSON object", status=400)
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"request body is not UTF-8 text: {exc.reason}", status=400) from None
     except json.JSONDecodeError as exc:
@@ -128,6 +136,51 @@ def parse_json(raw: bytes) -> Any:
         ) from None
     except ValueError as exc:  # e.g. an integer literal of more than 4,300 digits
         raise InvalidInput(f"unreadable JSON value: {_clip(str(exc), 120)}", status=400) from None
+    if _SURROGATE_ESCAPE.search(raw):  # only such an escape can make a lone surrogate
+        _check_unicode(body)
+    return body
+
+
+def _check_unicode(body: Any) -> None:
+    """Refuse (400) a string or key holding a lone UTF-16 surrogate (``"\\ud800"`` without its pair),
+    naming where it is: JSON lets one through as an escape, but it is no Unicode text, so no answer
+    or log could hold it. Iterative, so no nesting the parser took can exhaust the stack."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(body, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not _is_unicode(key):
+                    _lone_surrogate("key", (*path, key))
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+        elif isinstance(value, str) and not _is_unicode(value):
+            _lone_surrogate("value", path)
+
+
+def _is_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lone_surrogate(what: str, path: tuple[str | int, ...]) -> NoReturn:
+    parts = [
+        f"[{p}]" if isinstance(p, int) else "." + _clip(p.encode("utf-8", "backslashreplace").decode())
+        for p in path
+    ]
+    where = _clip("".join(parts).lstrip(".") or "the body", 200)
+    raise InvalidInput(
+        f"the {what} at {where} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its "
+        "pair): not Unicode text",
+        [{"location": where, "message": "lone surrogate"}],
+        status=400,
+    )
 
 
 def batch_from_scoring_body(
@@ -213,6 +266,7 @@ def batch_from_oip(
     """Validate an Open Inference Protocol v2 inference request: one 1-D tensor per column."""
     if not isinstance(body, dict):
         raise InvalidInput(f'expected a JSON object with "inputs", got {_json_type(body)}', status=400)
+    request_id = _request_id(body.get("id"))
     tensors = body.get("inputs")
     if not isinstance(tensors, list):
         raise InvalidInput(
@@ -278,7 +332,6 @@ def batch_from_oip(
     if problems:
         raise InvalidInput(f"invalid input tensors: {_describe(problems[0])}", problems)
     batch = _columnar_batch(data, columns, spec, max_rows)
-    request_id = body.get("id")
     outputs = body.get("outputs")
     requested = None
     if isinstance(outputs, list):
@@ -287,9 +340,25 @@ def batch_from_oip(
         frame=batch.frame,
         ids=batch.ids,
         n_rows=batch.n_rows,
-        request_id=str(request_id)[:128] if isinstance(request_id, str | int) else None,
+        request_id=request_id,
         requested_outputs=requested,
     )
+
+
+def _request_id(value: Any) -> str | None:
+    """The OIP ``id`` as the answer's ``id`` and ``X-Request-ID`` header: its first 128 characters;
+    ``None`` when it is not a string or number. Anything but printable ASCII is refused (400): a header
+    holds no line break and no Unicode."""
+    if not isinstance(value, str | int):
+        return None
+    text = str(value)
+    if not _REQUEST_ID.fullmatch(text):
+        raise InvalidInput(
+            f'"id" {echo(text)} is not printable ASCII; it comes back as the X-Request-ID header',
+            [{"field": "id", "message": "printable ASCII characters only"}],
+            status=400,
+        )
+    return text[:_MAX_REQUEST_ID]
 
 
 def _batch_from_split(payload: Any, columns: list[ColumnSchema], spec: ModelSpec, max_rows: int) -> Batch:

@@ -144,7 +144,10 @@ def test_readiness_is_the_golden_row_check_and_liveness_is_not(docs: list[dict[s
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"] == "/health/live"
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "TensorFlow imports slowly"
-    assert container["ports"] == [{"name": "http", "containerPort": k8s.SERVER_PORT, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": k8s.SERVER_PORT, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": k8s.GRPC_PORT, "protocol": "TCP"},
+    ]
     assert container["command"][container["command"].index("--port") + 1] == str(k8s.SERVER_PORT)
 
 

@@ -39,6 +39,23 @@ def _no_global_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         yield
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _no_grpc_port() -> Iterator[None]:
+    """Apps started here answer REST only unless a test gives them a free gRPC port
+    (``grpc_port`` below): several apps at once must not all bind the default 8001."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONVEYOR_MODEL_SERVER_GRPC_PORT", "0")
+        yield
+
+
+@pytest.fixture
+def grpc_port() -> int:
+    """A TCP port free right now on 127.0.0.1, for an app's gRPC server."""
+    from conveyor.stack import free_port
+
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def support_module() -> ModuleType:
     return support

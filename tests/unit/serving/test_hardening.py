@@ -142,3 +142,68 @@ def test_the_reject_policy_refuses_out_of_contract_rows_naming_them(
     body = _assert_error(response, 422, "deploy.out_of_contract: reject", "'x2' row 1", "[-10, 10]")
     assert body["detail"][0]["column"] == "x2" and body["detail"][0]["row"] == 1
     assert _post_split(client, ["x1", "x2", "color"], [[0.1, 0.2, "red"]]).status_code == 200
+
+
+def _oip_body(**extra: Any) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.1]},
+            {"name": "x2", "shape": [1], "datatype": "FP64", "data": [0.2]},
+            {"name": "color", "shape": [1], "datatype": "BYTES", "data": ["red"]},
+        ],
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("request_id", ["\u00e9\u20ac", "a\r\nSet-Cookie: x=1", "tab\there"])
+def test_an_oip_id_that_cannot_be_a_header_is_a_400_naming_it(app_client: Any, request_id: str) -> None:
+    """The id comes back as the X-Request-ID header: Unicode there was a 500, a line break a forged
+    header (found by the schemathesis run of test_openapi_fuzz.py)."""
+    response = app_client.post("/v2/models/tiny/infer", json=_oip_body(id=request_id))
+    body = _assert_error(response, 400, '"id"', "printable ASCII")
+    assert body["detail"] == [{"field": "id", "message": "printable ASCII characters only"}]
+    assert "set-cookie" not in response.headers
+
+
+def test_a_printable_oip_id_is_echoed_in_the_body_and_the_header(app_client: Any) -> None:
+    response = app_client.post("/v2/models/tiny/infer", json=_oip_body(id="req 7/a~" + "x" * 200))
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == response.headers["x-request-id"] == ("req 7/a~" + "x" * 200)[:128]
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "where"),
+    [
+        (
+            '{"dataframe_split": {"columns": ["x1", "\\ud800"], "data": [[0.1, 0.2]]}}',
+            "/models/tiny/invocations",
+            "dataframe_split.columns[1]",
+        ),
+        ('{"dataframe_records": [{"x1": 0.1, "x\\udc00": 0.2}]}', "/invocations?model=tiny", "x\\udc00"),
+        (
+            '{"inputs": [{"name": "\\udbff", "shape": [1], "datatype": "FP64", "data": [0.1]}]}',
+            "/v2/models/tiny/infer",
+            "inputs[0].name",
+        ),
+    ],
+)
+def test_a_lone_surrogate_is_a_400_naming_where_it_is(
+    app_client: Any, body: str, path: str, where: str
+) -> None:
+    """JSON lets "\\ud800" through as an escape, but it is no Unicode text: echoed, it was a 500."""
+    response = _post_raw(app_client, body, path)
+    error = _assert_error(response, 400, "lone UTF-16 surrogate", where)
+    assert error["detail"][0]["message"] == "lone surrogate"
+    # a pair is one character, and fine
+    paired = _post_raw(
+        app_client, '{"dataframe_records": [{"x1": 0.1, "x2": 0.2, "color": "\\ud83d\\ude00"}]}'
+    )
+    assert paired.status_code == 200, paired.text
+
+
+def test_stage_takes_only_a_registry_version_number(app_client: Any, admin: Any) -> None:
+    """The version names the model's cache folder: "../.." was taken (and looked up) before."""
+    for version in ("../../escape", "1/../..", " 1", "v1"):
+        response = app_client.post("/admin/models/tiny/stage", json={"version": version}, headers=admin)
+        body = _assert_error(response, 422, "version")
+        assert body["detail"][0]["location"] == "version", body

@@ -109,3 +109,30 @@ def test_a_rollback_names_its_target_or_finds_one(app_client: Any, store: Any, r
         rollback(registry, server, spec, to_version=good, actor="t", reason="  ")
     same = rollback(registry, server, spec, to_version=good, actor="t", reason="r")
     assert same["changed"] is False and _served_version(app_client) == good
+
+
+def test_the_same_move_reported_twice_is_planned_once_and_a_later_move_back_again(
+    store: Any, registry: Any, specs_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The webhook and polling both report each move: an event detected before the deploy side
+    decided on that very move plans nothing; a move back to that version later is planned."""
+    from datetime import UTC, datetime, timedelta
+
+    from conveyor.deploy.local import _mark_handled, plan_deployments
+
+    monkeypatch.setenv("CONVEYOR_SPECS_DIR", str(specs_dir))
+    candidate = store.versions["candidate"]
+    registry.set_registered_model_alias(REGISTERED, "challenger", candidate)
+    try:
+        before = (datetime.now(UTC) - timedelta(seconds=2)).isoformat(timespec="seconds")
+        event = {"registered_model": REGISTERED, "version": candidate, "detected_at": before}
+        assert [p["version"] for p in plan_deployments(registry, [event])] == [candidate]
+        _mark_handled(registry, REGISTERED, candidate)  # e.g. rejected by the first run
+        assert plan_deployments(registry, [event]) == []  # the second report of that move
+        later = {**event, "detected_at": (datetime.now(UTC) + timedelta(seconds=2)).isoformat()}
+        assert [p["version"] for p in plan_deployments(registry, [later])] == [candidate]
+        manual = {"registered_model": REGISTERED, "detected_at": "manual"}
+        assert [p["version"] for p in plan_deployments(registry, [manual])] == [candidate]
+    finally:
+        registry.delete_registered_model_alias(REGISTERED, "challenger")
+        registry.delete_registered_model_tag(REGISTERED, "conveyor.handled.challenger")

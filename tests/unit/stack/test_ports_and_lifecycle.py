@@ -35,8 +35,13 @@ def test_free_port_is_free_and_a_listening_port_is_not(listening: int) -> None:
 
 def test_isolated_settings_give_distinct_free_ports_under_home(tmp_path: Path) -> None:
     settings = stack.isolated_settings(tmp_path / "h")
-    ports = {settings.airflow_port, settings.mlflow_port, settings.model_server_port}
-    assert len(ports) == 3
+    ports = {
+        settings.airflow_port,
+        settings.mlflow_port,
+        settings.model_server_port,
+        settings.registry_relay_port,
+    }
+    assert len(ports) == 4
     assert all(stack.port_is_free(p) for p in ports)
     assert settings.data_root == (tmp_path / "h" / "data").as_uri()
 
@@ -48,6 +53,13 @@ def test_taken_port_names_the_component_and_the_fix(listening: int) -> None:
     assert f"mlflow: port {listening} is in use" in message
     assert "--mlflow-port" in message and "CONVEYOR_MLFLOW_PORT" in message
     assert "airflow:" not in message
+
+
+def test_taken_relay_port_names_its_setting(listening: int) -> None:
+    with pytest.raises(stack.PortInUseError) as err:
+        stack.check_ports_free({"registry-relay": listening})
+    assert f"registry-relay: port {listening} is in use" in str(err.value)
+    assert "CONVEYOR_REGISTRY_RELAY_PORT" in str(err.value)
 
 
 def test_same_port_for_two_components_is_refused() -> None:
@@ -78,6 +90,8 @@ def test_status_of_a_stopped_stack(tmp_path: Path) -> None:
     assert [c.name for c in components] == list(stack.COMPONENTS)
     assert all(c.process_state == "STOPPED" and not c.healthy for c in components)
     assert components[2].url == f"http://127.0.0.1:{settings.airflow_port}"
+    assert components[3].name == "registry-relay"
+    assert components[3].url == f"http://127.0.0.1:{settings.registry_relay_port}"
 
 
 def test_stack_info_and_down_when_not_running(tmp_path: Path) -> None:
@@ -90,7 +104,9 @@ def test_stack_info_and_down_when_not_running(tmp_path: Path) -> None:
 
 def test_logs_tail_and_unknown_component(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
-    with pytest.raises(stack.StackError, match="choose one of mlflow, model-server, airflow, supervisord"):
+    with pytest.raises(
+        stack.StackError, match="choose one of mlflow, model-server, airflow, registry-relay, supervisord"
+    ):
         list(stack.logs(settings, "webserver"))
     with pytest.raises(stack.StackError, match="no log for mlflow yet"):
         list(stack.logs(settings, "mlflow"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import stat
@@ -139,6 +140,10 @@ def test_model_server_token_only_where_it_is_needed(settings: Settings, tmp_path
     state = _state(settings)
     programs = _programs(settings, state, tmp_path)
     assert programs["model-server"].environment["CONVEYOR_MODEL_SERVER_TOKEN"] == state.model_server_token
+    # gRPC on the stack's own port, so stacks side by side (a demo and a test) never share 8001
+    assert programs["model-server"].environment["CONVEYOR_MODEL_SERVER_GRPC_PORT"] == str(
+        state.ports.model_server_grpc
+    )
     # Airflow tasks get the token from the model_server_default connection, not from the environment.
     assert state.model_server_token not in programs["airflow"].environment.values()
     assert state.model_server_token not in programs["mlflow"].environment.values()
@@ -195,7 +200,9 @@ def test_ports_come_from_settings_and_environment(tmp_path: Path, monkeypatch: p
     settings = Settings(home=tmp_path, model_server_port=18282)
     state = stack._new_state(settings, None)
     assert (state.ports.airflow, state.ports.mlflow, state.ports.model_server) == (18181, 15151, 18282)
-    assert len({*state.ports.public().values(), state.ports.airflow_worker_logs}) == 4
+    assert state.ports.registry_relay == settings.registry_relay_port == 8090
+    assert state.ports.model_server_grpc == settings.model_server_grpc_port == 8001
+    assert len({*state.ports.public().values(), state.ports.airflow_worker_logs}) == 6
 
 
 def test_local_state_folder_is_git_ignored() -> None:
@@ -227,6 +234,7 @@ def test_distributed_profile_runs_airflow_as_separate_programs_on_celery(tmp_pat
     assert names == {
         "mlflow",
         "model-server",
+        "registry-relay",
         "airflow-api-server",
         "airflow-scheduler",
         "airflow-dag-processor",
@@ -267,3 +275,68 @@ def test_a_home_keeps_its_profile(tmp_path: Path) -> None:
     assert state.programs() == stack.COMPONENTS and not state.distributed
     with pytest.raises(stack.StackError, match="embedded profile, not distributed"):
         stack._new_state(Settings(home=tmp_path / "home", profile="distributed"), state)
+
+
+def test_the_registry_relay_runs_beside_the_model_server_with_its_secret(
+    settings: Settings, tmp_path: Path
+) -> None:
+    state = _state(settings)
+    programs = _programs(settings, state, tmp_path)
+    relay = programs["registry-relay"]
+    assert "/opt/venv/bin/uvicorn conveyor.registry_relay:create_app --factory" in relay.command
+    assert f"--host 127.0.0.1 --port {state.ports.registry_relay}" in relay.command
+    assert relay.stdout_logfile == str(settings.home / "logs" / "registry-relay.log")
+    assert relay.stopasgroup and relay.killasgroup
+    # it starts after MLflow and the model server, before Airflow
+    priority = {name: programs[name].priority for name in stack.COMPONENTS}
+    assert priority["mlflow"] < priority["model-server"] < priority["registry-relay"] < priority["airflow"]
+    env = relay.environment
+    assert env["CONVEYOR_REGISTRY_WEBHOOK_SECRET"] == state.registry_webhook_secret
+    # it finds Airflow (and the admin password in <home>/airflow) the way the settings say
+    assert env["CONVEYOR_HOME"] == str(settings.home)
+    assert env["CONVEYOR_AIRFLOW_PORT"] == str(settings.airflow_port)
+    assert env["CONVEYOR_STACK_ID"] == state.stack_id
+    # the webhook secret is the relay's alone; MLflow gets it only through the registration
+    for name in ("mlflow", "model-server", "airflow"):
+        assert state.registry_webhook_secret not in programs[name].environment.values(), name
+
+
+def test_mlflow_gets_what_delivering_webhooks_to_the_relay_needs(settings: Settings, tmp_path: Path) -> None:
+    state = _state(settings)
+    programs = _programs(settings, state, tmp_path)
+    env = programs["mlflow"].environment
+    # a stable key: stored webhook secrets stay readable after a restart
+    assert env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] == state.mlflow_webhook_encryption_key
+    from cryptography.fernet import Fernet
+
+    Fernet(state.mlflow_webhook_encryption_key.encode())  # a valid Fernet key
+    # the relay is plain HTTP on 127.0.0.1, which MLflow refuses by default
+    assert set(env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"].split(",")) == {"http", "https"}
+    assert env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"
+    for name in ("model-server", "airflow", "registry-relay"):
+        assert state.mlflow_webhook_encryption_key not in programs[name].environment.values(), name
+
+
+def test_webhook_secrets_survive_a_restart_and_the_settings_may_set_the_secret(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    first = stack._new_state(settings, None)
+    again = stack._new_state(settings, first)
+    assert again.registry_webhook_secret == first.registry_webhook_secret
+    assert again.mlflow_webhook_encryption_key == first.mlflow_webhook_encryption_key
+    assert first.registry_webhook_secret != stack._new_state(settings, None).registry_webhook_secret
+    chosen = Settings(home=tmp_path / "home", registry_webhook_secret="chosen-secret")
+    assert stack._new_state(chosen, first).registry_webhook_secret == "chosen-secret"
+
+
+def test_a_state_from_before_the_relay_still_loads(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    paths = stack.StackPaths(settings.home)
+    old = stack._new_state(settings, None).model_dump(mode="json")
+    for key in ("registry_webhook_secret", "mlflow_webhook_encryption_key"):
+        del old[key]
+    del old["ports"]["registry_relay"]
+    paths.home.mkdir(parents=True)
+    paths.state_file.write_text(json.dumps(old))
+    state = stack.load_state(paths)
+    assert state is not None and state.ports.registry_relay == 8090
+    assert state.registry_webhook_secret and state.mlflow_webhook_encryption_key
