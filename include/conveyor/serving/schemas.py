@@ -38,7 +38,14 @@ class StageRequest(BaseModel):
 
     # A registry version is a number; it also names the model's cache folder, so nothing else is taken.
     version: str | None = Field(default=None, pattern=r"^[0-9]+$", description='a registry version, e.g. "3"')
-    model_uri: str | None = Field(default=None, min_length=1)
+    # A store URI, never a path on the server's disk (the server would copy it whole into its cache).
+    model_uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2000,
+        pattern=r"^(models|runs|mlflow-artifacts|s3|gs|wasbs|abfss|dbfs|hdfs|https?):",
+        description='a model in a store: "models:/<name>/<version>", "models:/m-…", "runs:/…", "s3://…"',
+    )
 
     _coerce_version = field_validator("version", mode="before")(_version_to_str)
 

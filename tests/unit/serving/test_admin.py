@@ -124,7 +124,13 @@ def test_stage_by_model_uri(app_client: Any, store: Any, admin: Any) -> None:
 
 @pytest.mark.parametrize(
     ("body", "status"),
-    [({}, 422), ({"version": "1", "model_uri": "models:/x/1"}, 422), ({"versoin": "1"}, 422)],
+    [
+        ({}, 422),
+        ({"version": "1", "model_uri": "models:/x/1"}, 422),
+        ({"versoin": "1"}, 422),
+        ({"model_uri": "/"}, 422),  # a path on the server's disk is never copied into its cache
+        ({"model_uri": "file:///etc"}, 422),
+    ],
 )
 def test_stage_body_is_validated(app_client: Any, admin: Any, body: dict[str, Any], status: int) -> None:
     response = app_client.post("/admin/models/tiny/stage", json=body, headers=admin)
