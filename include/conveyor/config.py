@@ -431,6 +431,23 @@ class MonitorSpec(_Frozen):
     #: Regression: alert when the RMSE on labelled live predictions rises above this.
     max_live_rmse: float | None = Field(default=None, gt=0)
     lookback_days: int = Field(default=7, ge=1)
+    #: Hysteresis: retrain when drift or live quality breached in this many of the last
+    #: ``retrain_windows`` windows, the latest included (conveyor.monitoring.decisions).
+    retrain_breaches: int = Field(default=2, ge=1)
+    retrain_windows: int = Field(default=3, ge=1)
+    #: An open incident closes after this many clean windows in a row (one alert per incident).
+    incident_clear_windows: int = Field(default=3, ge=1)
+    #: Hours after a deploy during which a quality or service breach rolls the new champion back.
+    bake_hours: float = Field(default=24.0, ge=0)
+
+    @model_validator(mode="after")
+    def _breaches_fit_the_windows(self) -> MonitorSpec:
+        if self.retrain_breaches > self.retrain_windows:
+            raise ValueError(
+                f"monitor.retrain_breaches ({self.retrain_breaches}) cannot exceed monitor.retrain_windows "
+                f"({self.retrain_windows}): N breaches are counted in the last M windows"
+            )
+        return self
 
 
 class ModelSpec(_Frozen):

@@ -4,7 +4,10 @@
 ``spec.monitor.lookback_days`` of the prediction log, compares the features with the training
 reference of the version that serves (``artifacts/reference.parquet``), joins labels that have
 landed since, and turns the result into sentences a person can act on plus a single
-``retrain_recommended`` flag. The DAG owns hysteresis (N-of-M) and rollback decisions.
+``retrain_recommended`` flag for this window alone. What to do across windows (retrain after N of
+M breaches, roll back inside the bake window, one incident and one alert) is
+:mod:`conveyor.monitoring.decisions`, from the window's verdict; the monitoring DAG does not act on
+it yet.
 
 Live quality is judged per task: classification accuracy against ``monitor.min_live_accuracy``
 (a floor), regression RMSE against ``monitor.max_live_rmse`` (a ceiling), each once at least
