@@ -42,6 +42,7 @@ Benchmark = Callable[[bool], list[BenchResult]]
 def registry() -> dict[str, Benchmark]:
     """Benchmarks by name (imported lazily so ``--only`` does not pay for the others)."""
     from bench import (
+        alias_latency,
         compression,
         drift,
         orchestration,
@@ -61,4 +62,5 @@ def registry() -> dict[str, Benchmark]:
         "drift": drift.run,
         "validation": validation.run,
         "scaling": scaling.run,
+        "alias_latency": alias_latency.run,
     }
