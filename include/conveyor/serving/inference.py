@@ -11,6 +11,7 @@ body arrives and how the answer or the :class:`~conveyor.serving.errors.ServingE
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,13 @@ SERVER_NAME = "conveyor-model-server"
 OIP_OUTPUT_DATATYPES = {"double": "FP64", "long": "INT64", "string": "BYTES"}
 #: The metrics' and the prediction log's ``model`` label of a request for no known model.
 UNKNOWN_MODEL = "_unknown"
+#: A request body at most this large is decoded, validated and rendered on the event loop (a few rows
+#: cost less than the hop to a worker thread and back) and its prediction joins the other small
+#: requests' in one model call in a worker thread (:meth:`InferenceCore.coalesced`). A larger one
+#: goes whole to the threadpool, so a big batch never stalls the other requests (or ``/health``).
+INLINE_MAX_BYTES = 16 * 1024
+#: Rows of small requests one model call may take at most (see :meth:`InferenceCore.coalesced`).
+MAX_COALESCED_ROWS = 256
 
 #: ``oip``: Open Inference Protocol v2 tensors; ``scoring``: the MLflow scoring protocol.
 Protocol = Literal["oip", "scoring"]
@@ -84,6 +92,9 @@ class InferenceCore:
         self.metrics = metrics
         self.predlog = predlog
         self.max_batch_rows = max_batch_rows
+        # Small requests waiting for a model call, by model (see coalesced()); event-loop state only.
+        self._waiting: dict[int, tuple[LoadedModel, list[tuple[Batch, asyncio.Future[Any]]]]] = {}
+        self._draining: set[asyncio.Task[None]] = set()
 
     async def infer(
         self,
@@ -105,7 +116,8 @@ class InferenceCore:
             route: the ``route`` label of the metrics and the prediction log.
             request_id: the transport's request id, used when the body carries none.
             read: reads the request (on the event loop), once the model is known to serve.
-            decode: turns what ``read`` returned into the protocol's JSON body (in a worker thread).
+            decode: turns what ``read`` returned into the protocol's JSON body (in a worker thread
+                unless the request is small: :data:`INLINE_MAX_BYTES`).
             version: the version the client asks for; another one serving is a 404.
 
         Every outcome is counted in ``conveyor_requests`` (with its HTTP status) and timed; answered
@@ -128,11 +140,24 @@ class InferenceCore:
                     "version empty for the serving one",
                 )
             raw = await read()
-            # Decoding, validation, prediction and rendering are CPU work: off the event loop, so a
-            # 10,000-row batch never stalls the other requests (or /health) for its duration.
-            answer = await run_in_threadpool(
-                _answer_raw, protocol, name, model, slot.spec, raw, decode, self.max_batch_rows, request_id
-            )
+            if answers_inline(raw):
+                batch = checked_batch(protocol, model, slot.spec, decode(raw), self.max_batch_rows)
+                outputs = await self.coalesced(model, batch)
+                answer = finish(protocol, name, model, slot.spec, batch, outputs, request_id)
+            else:
+                # Decoding, validation, prediction and rendering are CPU work: off the event loop, so
+                # a 10,000-row batch never stalls the other requests (or /health) for its duration.
+                answer = await run_in_threadpool(
+                    _answer_raw,
+                    protocol,
+                    name,
+                    model,
+                    slot.spec,
+                    raw,
+                    decode,
+                    self.max_batch_rows,
+                    request_id,
+                )
         except Exception as raised:
             if isinstance(raised, ServingError):
                 exc = raised
@@ -171,6 +196,57 @@ class InferenceCore:
             )
         )
 
+    async def coalesced(self, model: LoadedModel, batch: Batch) -> pd.DataFrame:
+        """The model's outputs for ``batch``, predicted together with the other small requests for
+        the same model that arrive meanwhile (adaptive batching).
+
+        The first request starts a model call in a worker thread at once (no waiting); requests that
+        arrive while it runs queue up and go together in the next call, up to
+        :data:`MAX_COALESCED_ROWS` rows. Each request gets its own rows back; when the joint call
+        fails, each is predicted alone so every request gets its own answer or error.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[pd.DataFrame] = loop.create_future()
+        waiting = self._waiting.get(id(model))
+        if waiting is not None and waiting[0] is model:
+            waiting[1].append((batch, future))
+        else:
+            self._waiting[id(model)] = waiting = (model, [(batch, future)])
+            task = loop.create_task(self._drain(waiting))
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
+        return await future
+
+    async def _drain(self, waiting: tuple[LoadedModel, list[tuple[Batch, asyncio.Future[Any]]]]) -> None:
+        model, queued = waiting
+        try:
+            while queued:
+                await asyncio.sleep(0)  # let requests already read by the loop join this call
+                rows, take = 0, 0
+                while take < len(queued) and (
+                    take == 0 or rows + queued[take][0].n_rows <= MAX_COALESCED_ROWS
+                ):
+                    rows += queued[take][0].n_rows
+                    take += 1
+                group = queued[:take]
+                del queued[:take]
+                try:
+                    results = await run_in_threadpool(predict_together, model, [b for b, _ in group])
+                except Exception as exc:  # predict_together answers every failure; this is a bug
+                    results = [exc] * len(group)
+                for (_, future), result in zip(group, results, strict=True):
+                    if future.done():  # the client went away
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            if self._waiting.get(id(model)) is waiting:
+                del self._waiting[id(model)]
+            for _, future in queued:  # only when cancelled (shutdown)
+                future.cancel()
+
     async def _resolve(self, name: str | None) -> str:
         if name is None:
             if len(self.server.slots) != 1:
@@ -183,6 +259,14 @@ class InferenceCore:
         if name not in self.server.slots:  # reads the specs folder again: off the event loop
             await run_in_threadpool(self.server.slot, name)
         return name
+
+
+def answers_inline(raw: Any) -> bool:
+    """Whether a request is small enough (:data:`INLINE_MAX_BYTES`) to handle on the event loop."""
+    if isinstance(raw, bytes | bytearray):
+        return len(raw) <= INLINE_MAX_BYTES
+    byte_size = getattr(raw, "ByteSize", None)  # a protobuf message (gRPC)
+    return callable(byte_size) and int(byte_size()) <= INLINE_MAX_BYTES
 
 
 def _answer_raw(
@@ -212,6 +296,16 @@ def answer(
     Raises:
         ServingError: a 4xx naming what is wrong with the request, or a 500 when the model fails.
     """
+    batch = checked_batch(protocol, model, spec, body, max_rows)
+    return finish(protocol, name, model, spec, batch, _predict(model, batch), request_id)
+
+
+def checked_batch(protocol: Protocol, model: LoadedModel, spec: ModelSpec, body: Any, max_rows: int) -> Batch:
+    """The validated batch of a parsed ``body``, the spec's out-of-contract policy applied.
+
+    Raises:
+        InvalidInput: a 4xx naming what is wrong with the request.
+    """
     if protocol == "oip":
         batch = batch_from_oip(body, model.columns, spec, max_rows)
         _check_requested_outputs(spec, batch.requested_outputs)
@@ -226,7 +320,19 @@ def answer(
                 f"{problems[0]['message']}{more}",
                 problems,
             )
-    outputs = _predict(model, batch)
+    return batch
+
+
+def finish(
+    protocol: Protocol,
+    name: str,
+    model: LoadedModel,
+    spec: ModelSpec,
+    batch: Batch,
+    outputs: pd.DataFrame,
+    request_id: str,
+) -> Answer:
+    """The :class:`Answer` of a predicted batch: its outputs shaped by the protocol."""
     request_id = batch.request_id or request_id
     return Answer(
         name=name,
@@ -236,6 +342,38 @@ def answer(
         outputs=outputs,
         body=format_response(protocol, name, model, spec, batch, outputs, request_id),
     )
+
+
+def predict_together(model: LoadedModel, batches: list[Batch]) -> list[pd.DataFrame | ServingError]:
+    """Each batch's outputs (or its :class:`ServingError`) from one model call over all of them.
+
+    When the joint call fails, every batch is predicted alone, so a request with values the model
+    cannot score gets its own 422 and the others their answers.
+    """
+    columns = batches[0].frame.columns
+    if len(batches) > 1 and all(b.frame.columns.equals(columns) for b in batches):
+        import pandas as pd
+
+        frame = pd.concat([b.frame for b in batches], ignore_index=True)
+        frame.columns = columns  # the shared index (validation._column_index)
+        try:
+            outputs = _predict_checked(model, Batch(frame=frame, ids=None, n_rows=len(frame)))
+        except ServingError:
+            pass
+        else:
+            parts: list[pd.DataFrame | ServingError] = []
+            start = 0
+            for batch in batches:
+                parts.append(outputs.iloc[start : start + batch.n_rows].reset_index(drop=True))
+                start += batch.n_rows
+            return parts
+    results: list[pd.DataFrame | ServingError] = []
+    for batch in batches:
+        try:
+            results.append(_predict(model, batch))
+        except ServingError as exc:
+            results.append(exc)
+    return results
 
 
 def _check_requested_outputs(spec: ModelSpec, requested: tuple[str, ...] | None) -> None:

@@ -80,7 +80,9 @@ class PredictionChunk:
 
     def lines(self) -> list[str]:
         ts = self.ts.isoformat()
-        features = self.frame.to_dict(orient="records")
+        names = [str(c) for c in self.frame.columns]
+        # One conversion of the whole frame (a single block for a numeric model), not one per cell.
+        features = [dict(zip(names, row, strict=True)) for row in self.frame.to_numpy(dtype=object).tolist()]
         per_row = _output_fields(self.outputs)
         flagged = contract_violations(self.spec, self.frame) if self.spec is not None else {}
         out = []

@@ -10,6 +10,7 @@ never a stack trace.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -435,10 +436,18 @@ def _columnar_batch(
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise InvalidInput(f"invalid input: {_describe(problems[0])}{more}", problems)
 
+    present = [c for c in columns if c.name in data]
+    index = _column_index(tuple(c.name for c in present))
+    if present and all(c.kind == "double" for c in present):
+        # One float64 block, built in one go: no per-column arrays for pandas to consolidate later.
+        matrix = np.array(
+            [[math.nan if v is None else v for v in data[c.name]] for c in present], dtype="float64"
+        ).T
+        frame = pd.DataFrame(matrix, columns=index, copy=False)
+        ids = list(data[id_column]) if id_column in data else None
+        return Batch(frame=frame, ids=ids, n_rows=n_rows)
     frame_data: dict[str, Any] = {}
-    for col in columns:
-        if col.name not in data:
-            continue
+    for col in present:
         values = data[col.name]
         if col.kind in ("double", "float"):
             frame_data[col.name] = np.asarray(
@@ -453,9 +462,19 @@ def _columnar_batch(
             frame_data[col.name] = np.asarray(values, dtype=bool)
         else:
             frame_data[col.name] = pd.Series(values, dtype="object").to_numpy()
-    frame = pd.DataFrame(frame_data, columns=[c.name for c in columns if c.name in data])
+    frame = pd.DataFrame(frame_data, columns=index)
     ids = list(data[id_column]) if id_column in data else None
     return Batch(frame=frame, ids=ids, n_rows=n_rows)
+
+
+@functools.lru_cache(maxsize=256)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
+    """One shared ``pd.Index`` per column set: pandas keeps an index's hash table with the index, so
+    every frame of a model selects its columns (as a scikit-learn ``ColumnTransformer`` does) without
+    hashing the names again. Only a model's own columns get here (unknown ones are refused first)."""
+    import pandas as pd
+
+    return pd.Index(names, dtype=object)
 
 
 def _check_size(n_rows: int, max_rows: int) -> None:
@@ -469,6 +488,8 @@ def _check_size(n_rows: int, max_rows: int) -> None:
 
 
 def _check_cells(col: ColumnSchema, values: list[Any], budget: int) -> list[dict[str, Any]]:
+    if _all_fine(col, values):
+        return []
     problems: list[dict[str, Any]] = []
     for i, value in enumerate(values):
         message = _cell_problem(col, value)
@@ -477,6 +498,25 @@ def _check_cells(col: ColumnSchema, values: list[Any], budget: int) -> list[dict
             if len(problems) >= budget:
                 break
     return problems
+
+
+def _all_fine(col: ColumnSchema, values: list[Any]) -> bool:
+    """Whether a whole column passes :func:`_cell_problem`, decided for the common case in one
+    vectorised step: strings in a string column, finite in-range numbers in a float column. ``False``
+    means "look cell by cell" (which then names every problem), never "invalid"."""
+    kinds = set(map(type, values))
+    if col.kind in ("string", "datetime", "binary"):
+        return kinds <= {str}
+    if col.kind not in _FLOAT_LIMITS or not kinds <= {float, int}:
+        return False
+    import numpy as np
+
+    try:
+        array = np.asarray(values, dtype="float64")
+    except (OverflowError, ValueError):
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.all(np.abs(array) <= _FLOAT_LIMITS[col.kind]))
 
 
 def _cell_problem(col: ColumnSchema, value: Any) -> str | None:
@@ -595,7 +635,9 @@ def contract_violations(spec: ModelSpec, frame: pd.DataFrame) -> dict[int, list[
     flagged: dict[int, list[str]] = {}
     numeric = [f for f in spec.numeric_features if f.name in frame.columns and (f.min, f.max) != (None, None)]
     if numeric and len(frame):
-        values = frame[[f.name for f in numeric]].to_numpy(dtype="float64", na_value=np.nan)
+        names = [f.name for f in numeric]
+        block = frame if list(frame.columns) == names else frame[names]  # no copy for a numeric model
+        values = block.to_numpy(dtype="float64", na_value=np.nan)
         low = np.asarray([-np.inf if f.min is None else f.min for f in numeric])
         high = np.asarray([np.inf if f.max is None else f.max for f in numeric])
         with np.errstate(invalid="ignore"):

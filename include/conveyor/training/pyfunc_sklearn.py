@@ -36,7 +36,13 @@ TRUSTED_TYPES = [
 
 
 def sklearn_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
-    """Raw features as the pipeline was fitted on: numerics float64, categoricals str or ``None``."""
+    """Raw features as the pipeline was fitted on: numerics float64, categoricals str or ``None``.
+
+    A frame that already is exactly that (the model server's validated input of a numeric model) is
+    used as it is: the pipeline only reads it.
+    """
+    if not categorical and list(frame.columns) == numeric and all(d == np.float64 for d in frame.dtypes):
+        return frame
     columns: dict[str, Any] = {}
     for name in numeric:
         columns[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
