@@ -199,3 +199,27 @@ def test_the_airflow_admin_password_is_made_private_before_airflow_starts(tmp_pa
     assert paths.airflow_password_file.stat().st_mode & 0o777 == 0o600
     assert _json.loads(paths.airflow_password_file.read_text()) == {"admin": password}
     assert ensure_airflow_password(paths) == password  # kept across restarts
+
+
+def test_task_processes_start_with_mlflow_imported_in_their_parent(tmp_path: Path) -> None:
+    """``airflow_local_settings.py`` imports MLflow in the scheduler and Celery workers only (tasks are
+    forked from them) and exports nothing into Airflow's settings."""
+    import subprocess
+    import sys
+
+    settings = stack.isolated_settings(tmp_path / "home")
+    paths = stack.StackPaths(settings.home)
+    stack._prepare_home(settings, paths)
+    local = paths.airflow_home / "config" / "airflow_local_settings.py"
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[-1]); sys.argv[1:3] = {argv!r}; "
+        "import airflow_local_settings as m; print(m.__all__, 'mlflow' in sys.modules)"
+    )
+    for argv, imported in ((["scheduler"], True), (["celery", "worker"], True), (["api-server"], False)):
+        out = subprocess.run(
+            [sys.executable, "-c", probe.format(argv=argv), str(local.parent)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert out == f"[] {imported}", (argv, out)
