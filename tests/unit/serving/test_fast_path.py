@@ -49,7 +49,11 @@ def test_concurrent_single_rows_answer_as_one_batch_and_a_bad_one_alone(app_clie
         answers = list(pool.map(one, range(len(rows) + 1)))
     for k, answer in enumerate(answers[:-1]):
         assert answer.status_code == 200, answer.text
-        assert answer.json()["predictions"] == [expected[k]], k
+        (got,) = answer.json()["predictions"]
+        # the same row, whatever else shared its model call (floating point: a batch may sum in
+        # another order, so the last digit may differ)
+        assert got["prediction"] == expected[k]["prediction"], k
+        assert got["probability"] == pytest.approx(expected[k]["probability"], rel=1e-12, abs=1e-15), k
     refused = answers[-1]
     assert refused.status_code == 422 and "x2" in refused.json()["error"], refused.text
 
