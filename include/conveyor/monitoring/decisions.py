@@ -107,26 +107,23 @@ def verdict_of(
     also means no judgement), else breach below the floor / above the ceiling. Service: the share
     of server errors of the served versions against ``max_server_error_rate``.
     """
-    from conveyor.monitoring.monitor import DEFAULT_MAX_SERVER_ERROR_RATE, DEFAULT_MIN_LABELLED
+    from conveyor.monitoring.monitor import DEFAULT_MAX_SERVER_ERROR_RATE, DEFAULT_MIN_LABELLED, judge_quality
 
     max_error_rate = DEFAULT_MAX_SERVER_ERROR_RATE if max_server_error_rate is None else max_server_error_rate
-    enough_labels = report.n_labelled >= (DEFAULT_MIN_LABELLED if min_labelled is None else min_labelled)
+    min_labels = DEFAULT_MIN_LABELLED if min_labelled is None else min_labelled
     reasons: list[str] = []
     drift: Status = "no_data"
     if report.drift is not None:
         drift = "breach" if report.drift.dataset_drift else "clean"
         if report.drift.dataset_drift:
             reasons.append(report.drift.summary())
-    quality: Status = "no_data"
-    metric = "rmse" if spec.task == "regression" else "accuracy"
-    limit = spec.monitor.max_live_rmse if spec.task == "regression" else spec.monitor.min_live_accuracy
-    value = (report.live.get("metrics") or {}).get(metric)
-    if limit is not None and value is not None and enough_labels:
-        low = value > limit if spec.task == "regression" else value < limit
-        quality = "breach" if low else "clean"
-        if low:
-            side = "above the ceiling" if spec.task == "regression" else "below the floor"
-            reasons.append(f"live {metric} {value:.4g} on {report.n_labelled} labelled is {side} {limit:.4g}")
+    quality, _, _ = judge_quality(spec, {**report.live, "n_labelled": report.n_labelled}, min_labels)
+    if quality == "breach":
+        metric = "rmse" if spec.task == "regression" else "accuracy"
+        limit = spec.monitor.max_live_rmse if spec.task == "regression" else spec.monitor.min_live_accuracy
+        side = "above the ceiling" if spec.task == "regression" else "below the floor"
+        value = report.live["metrics"][metric]
+        reasons.append(f"live {metric} {value:.4g} on {report.n_labelled} labelled is {side} {limit:.4g}")
     service: Status = "no_data"
     per_version = report.live.get("per_version") or {}
     requests = sum(int(s.get("n_requests", 0)) for s in per_version.values())

@@ -24,7 +24,7 @@ import math
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -166,7 +166,7 @@ def _run_monitor(
 
     labels = load_labels(spec, start, data_root=data_root)
     live = live_quality(spec, events, labels)
-    quality_low, quality_alert, quality_note = _judge_quality(spec, live, min_labelled)
+    quality, quality_alert, quality_note = judge_quality(spec, live, min_labelled)
     if quality_alert:
         alerts.append(quality_alert)
     if quality_note:
@@ -178,7 +178,7 @@ def _run_monitor(
                 f"({stats['server_error_rate']:.1%} > {max_server_error_rate:.0%})."
             )
 
-    retrain = bool((drift is not None and drift.dataset_drift) or quality_low)
+    retrain = bool((drift is not None and drift.dataset_drift) or quality == "breach")
     if drift is not None:
         notes.insert(0, drift.summary())
     if prediction_drift is not None:
@@ -216,37 +216,38 @@ def _quality_metric(spec: ModelSpec) -> str:
     return "rmse" if spec.task == "regression" else "accuracy"
 
 
-def _judge_quality(
+def judge_quality(
     spec: ModelSpec, live: dict[str, Any], min_labelled: int
-) -> tuple[bool, str | None, str | None]:
-    """(quality too low, the alert sentence, a note) from the live metrics and the spec's threshold.
+) -> tuple[Literal["breach", "clean", "no_data"], str | None, str | None]:
+    """(verdict, the alert sentence, a note) from the live metrics and the spec's threshold.
 
     Classification: accuracy below ``monitor.min_live_accuracy``; regression: RMSE above
-    ``monitor.max_live_rmse`` (in the target's units). Judged only on ``min_labelled`` labels or more.
+    ``monitor.max_live_rmse`` (in the target's units). Judged only on ``min_labelled`` labels or more;
+    without a threshold, a metric or enough labels the verdict is ``no_data``.
     """
     name = _quality_metric(spec)
     value = (live.get("metrics") or {}).get(name)
     n = int(live["n_labelled"])
     limit = spec.monitor.max_live_rmse if spec.task == "regression" else spec.monitor.min_live_accuracy
     if limit is None:
-        return False, None, None
+        return "no_data", None, None
     if 0 < n < min_labelled:
-        return False, None, f"only {n} labelled predictions (< {min_labelled}): {name} not judged"
+        return "no_data", None, f"only {n} labelled predictions (< {min_labelled}): {name} not judged"
     if value is None or n < min_labelled:
-        return False, None, None
+        return "no_data", None, None
     if spec.task == "regression" and value > limit:
         return (
-            True,
+            "breach",
             f"Live RMSE {value:.4g} on {n} labelled predictions is above the ceiling {limit:.4g}.",
             None,
         )
     if spec.task != "regression" and value < limit:
         return (
-            True,
+            "breach",
             f"Live accuracy {value:.3f} on {n} labelled predictions is below the floor {limit:.3f}.",
             None,
         )
-    return False, None, None
+    return "clean", None, None
 
 
 def monitoring_experiment(spec: ModelSpec) -> str:
